@@ -1,0 +1,1 @@
+"""The ``lrsvqa`` command line: one module per subcommand."""

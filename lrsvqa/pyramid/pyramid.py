@@ -1,0 +1,175 @@
+"""The Dynamic Image Pyramid over one scene."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from shapely.geometry import Polygon
+
+from lrsvqa.errors import ConfigError
+from lrsvqa.io.geo import reproject_geometry, window_polygon
+from lrsvqa.io.scene import Scene, open_scene
+from lrsvqa.io.window import Window
+from lrsvqa.pyramid.grid import Level, PyramidConfig, Tile, iter_tiles, plan_levels, tile_at
+
+_IDENTITY = Affine.identity()
+
+
+class DynamicImagePyramid:
+    """Levels of a scene, coarse to native, each a grid of fixed-size tiles.
+
+    Nothing is read until ``read_tile`` or ``thumbnail`` is called, and each read
+    goes through the scene's best overview for the tile's level.
+    """
+
+    def __init__(
+        self,
+        scene: Scene | str | os.PathLike[str],
+        tile_size: int | None = None,
+        coarse_tiles: int | None = None,
+        *,
+        config: PyramidConfig | None = None,
+    ):
+        base = config or PyramidConfig()
+        overrides: dict[str, Any] = {}
+        if tile_size is not None:
+            overrides["tile_size"] = tile_size
+        if coarse_tiles is not None:
+            overrides["coarse_tiles"] = coarse_tiles
+        self.config = PyramidConfig(**{**base.to_dict(), **overrides})
+        self._owns_scene = not isinstance(scene, Scene)
+        self.scene = open_scene(scene) if not isinstance(scene, Scene) else scene
+        self.levels: list[Level] = plan_levels(self.scene.width, self.scene.height, self.config)
+
+    def close(self) -> None:
+        if self._owns_scene:
+            self.scene.close()
+
+    def __enter__(self) -> DynamicImagePyramid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def tile_size(self) -> int:
+        return self.config.tile_size
+
+    @property
+    def finest(self) -> Level:
+        return self.levels[-1]
+
+    def level(self, index: int) -> Level:
+        if not 0 <= index < len(self.levels):
+            raise ConfigError(f"level {index} does not exist; levels are 0..{len(self.levels) - 1}")
+        return self.levels[index]
+
+    def tiles(self, level: int) -> list[Tile]:
+        """Every tile of a level in raster order."""
+        return list(iter_tiles(self.level(level), self.tile_size))
+
+    def tile(self, level: int, row: int, col: int) -> Tile:
+        return tile_at(self.level(level), row, col, self.tile_size)
+
+    def children(self, tile: Tile) -> list[Tile]:
+        """The (up to 2 x 2) tiles of the next finer level under ``tile``."""
+        if tile.level + 1 >= len(self.levels):
+            return []
+        finer = self.levels[tile.level + 1]
+        out = []
+        for row in (2 * tile.row, 2 * tile.row + 1):
+            for col in (2 * tile.col, 2 * tile.col + 1):
+                if row < finer.rows and col < finer.cols:
+                    out.append(tile_at(finer, row, col, self.tile_size))
+        return out
+
+    def parent(self, tile: Tile) -> Tile | None:
+        if tile.level == 0:
+            return None
+        return self.tile(tile.level - 1, tile.row // 2, tile.col // 2)
+
+    def tiles_under(self, window: Window, level: int) -> list[Tile]:
+        """Tiles of ``level`` that overlap a native window."""
+        lvl = self.level(level)
+        side = self.tile_size * lvl.factor
+        inside = window.clip(self.scene.width, self.scene.height)
+        if inside.area == 0:
+            return []
+        r0, r1 = inside.row_off // side, (inside.row_end - 1) // side
+        c0, c1 = inside.col_off // side, (inside.col_end - 1) // side
+        return [
+            tile_at(lvl, r, c, self.tile_size) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)
+        ]
+
+    def image_window(self, tile: Tile) -> Window:
+        """The part of the tile's window that lies inside the image."""
+        return tile.window.clip(self.scene.width, self.scene.height)
+
+    def read_tile(self, tile: Tile) -> np.ndarray:
+        """uint8 (tile_size, tile_size, 3); the part past the image edge is black."""
+        return self.scene.read(tile.window, (self.tile_size, self.tile_size))
+
+    def read_tiles(self, tiles: Sequence[Tile]) -> list[np.ndarray]:
+        return [self.read_tile(t) for t in tiles]
+
+    def thumbnail(self, size: int | None = None, *, square: bool = False) -> np.ndarray:
+        """The whole scene with its long side ``size`` px → uint8 (H, W, 3).
+
+        ``square=True`` pads to (size, size) with black, the image at the top left,
+        so that thumbnail pixels keep a single scale in both axes.
+        """
+        size = size or self.config.thumbnail_size
+        w, h = self.scene.width, self.scene.height
+        scale = size / max(w, h)
+        out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
+        image = self.scene.read(Window(0, 0, w, h), (out_h, out_w))
+        if not square:
+            return image
+        padded = np.zeros((size, size, 3), dtype=np.uint8)
+        padded[:out_h, :out_w] = image
+        return padded
+
+    # -- geography -------------------------------------------------------------------
+
+    @property
+    def georeferenced(self) -> bool:
+        """False when the scene has no CRS: geometries are then in pixel coordinates."""
+        return self.scene.has_crs
+
+    def geometry(self, tile: Tile | Window) -> Polygon:
+        """The tile's footprint inside the image, in the scene CRS (pixels if none)."""
+        window = self.image_window(tile) if isinstance(tile, Tile) else tile
+        return window_polygon(window, self.scene.transform if self.georeferenced else _IDENTITY)
+
+    def geometry_4326(self, tile: Tile | Window) -> Polygon:
+        if not self.georeferenced:
+            raise ConfigError(
+                f"{self.scene.path}: the scene has no CRS, so it cannot be reprojected to EPSG:4326"
+            )
+        result = reproject_geometry(self.geometry(tile), self.scene.crs, "EPSG:4326")
+        assert isinstance(result, Polygon)
+        return result
+
+    def plan(self, patch_size: int | None = None) -> list[dict[str, int | float]]:
+        """One row per level: size, tiles, and vision tokens per tile for ``patch_size``."""
+        rows = []
+        for lvl in self.levels:
+            row: dict[str, int | float] = {
+                "level": lvl.index,
+                "factor": lvl.factor,
+                "width": lvl.width,
+                "height": lvl.height,
+                "rows": lvl.rows,
+                "cols": lvl.cols,
+                "tiles": lvl.n_tiles,
+            }
+            if patch_size:
+                per_tile = (self.tile_size // patch_size) ** 2
+                row["tokens_per_tile"] = per_tile
+                row["tokens"] = per_tile * lvl.n_tiles
+            rows.append(row)
+        return rows
