@@ -26,6 +26,17 @@ import numpy as np
 N_NATIVE = 24
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss it is not inherited
+    from the parent across fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def ours(path: str) -> dict[str, float]:
     from lrsvqa.pyramid import DynamicImagePyramid
 
@@ -60,9 +71,9 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     """Run one workload in a fresh interpreter; return its seconds and peak RSS (MB)."""
     here = str(Path(__file__).parent)
     code = (
-        f"import json, resource, sys; sys.path.insert(0, {here!r}); import bench_io; "
+        f"import json, sys; sys.path.insert(0, {here!r}); import bench_io; "
         f"r = bench_io.{kind}({str(path)!r}); "
-        "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+        "r['peak_rss_mb'] = bench_io.peak_rss_mb(); "
         "print(json.dumps(r))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -70,9 +81,10 @@ def measure(kind: str, path: Path) -> dict[str, float]:
 
 
 def baseline_rss() -> float:
+    here = str(Path(__file__).parent)
     code = (
-        "import resource, lrsvqa.pyramid, rasterio; "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        f"import sys; sys.path.insert(0, {here!r}); import bench_io, lrsvqa.pyramid, rasterio; "
+        "print(bench_io.peak_rss_mb())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
