@@ -1,0 +1,368 @@
+"""What every adapter on a stock transformers class shares.
+
+Input layout (``build_inputs``): segments are cut into *blocks* (runs of consecutive segments
+with the same ``group``); a block's kept tokens go in the raster order of the group's
+whole-scene token grid (row, then column; ties keep segment order). Qwen renders the chat
+template with one image per block (each its own ``<|vision_start|>..<|vision_end|>``);
+LLaVA families render one ``<image>`` and put all blocks there in order, as the stock
+LLaVA-NeXT packs base image + anyres grid of one image. Families with newline
+tokens (LLaVA-NeXT / OneVision) end every scene row of a *tile* block that still holds at
+least one kept token with the model's ``image_newline`` embedding; a row whose tokens were
+all dropped loses its newline too (exactly stock "unpad" when a padded band is dropped).
+Thumbnail blocks get no newline, as the stock base image. Separators are recorded in
+``separator_positions`` and never in ``vision_positions``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from lrsvqa.errors import ConfigError, ModelError
+from lrsvqa.models.base import (
+    Adapter,
+    Capabilities,
+    Generation,
+    PreparedInputs,
+    VisionSegment,
+    VisionTokens,
+)
+from lrsvqa.models.cache import CacheStats, TileCache, image_key
+from lrsvqa.models.hooks import read_attention
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+TEXT, VISION, SEPARATOR = 0, 1, 2
+
+
+@dataclass
+class _Block:
+    """One image placeholder's worth of sequence: vision tokens and separators in order."""
+
+    entries: list[tuple[int, int, int, int]]  # (segment, raster index, row, col); seg -1 = sep
+    extent: tuple[int, int]  # (rows, cols) of the group's frame covered by its segments
+
+
+class HFAdapter(Adapter):
+    """An adapter over a stock ``*ForConditionalGeneration`` model and its processor."""
+
+    model_class_name: ClassVar[str]
+    processor_class: ClassVar[type[Any]]
+    reference_model_id: ClassVar[str]
+    # True: all blocks share the prompt's one image placeholder (LLaVA: base + anyres grid
+    # of one image); False: one placeholder per block (Qwen: one vision_start..end each).
+    single_placeholder: ClassVar[bool] = False
+
+    def __init__(self, model: Any, processor: Any, *, model_id: str, revision: str | None):
+        super().__init__(model, processor, model_id=model_id, revision=revision)
+        self.tile_cache = TileCache()
+        self._caps: Capabilities | None = None
+
+    # ----------------------------------------------------------------- description
+    @classmethod
+    def capabilities_for(cls, config: Any) -> Capabilities:
+        raise NotImplementedError
+
+    @classmethod
+    def reference_config(cls) -> Any:
+        """The config of ``reference_model_id``, built locally (no download)."""
+        raise NotImplementedError
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._caps is None:
+            self._caps = self.capabilities_for(self.model.config)
+        return self._caps
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def image_token_id(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "image_token_id", None) or cfg.image_token_index)
+
+    def language_model(self) -> Any:
+        return self.model.model.language_model
+
+    def cache_stats(self) -> CacheStats:
+        return self.tile_cache.stats()
+
+    # ---------------------------------------------------------------------- encode
+    def check_image(self, image: Any) -> np.ndarray:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            shape = getattr(image, "shape", type(image).__name__)
+            raise ConfigError(f"an image must be a (height, width, 3) uint8 array, got {shape}")
+        if image.dtype != np.uint8:
+            raise ConfigError(f"an image must be uint8 (stretch it first), got {image.dtype}")
+        side = self.capabilities.patch_size
+        if min(image.shape[:2]) < side:
+            raise ConfigError(
+                f"image of {image.shape[1]}x{image.shape[0]} px is smaller than one "
+                f"{side} px patch of {self.family}; pass images at least {side} px a side"
+            )
+        return image
+
+    def encode(self, images: Sequence[np.ndarray]) -> list[VisionTokens]:
+        checked = [self.check_image(im) for im in images]
+        keys = [image_key(im) for im in checked]
+        out: list[VisionTokens | None] = [self.tile_cache.get(k) for k in keys]
+        todo: dict[str, int] = {}
+        for i, (key, got) in enumerate(zip(keys, out, strict=True)):
+            if got is None and key not in todo:
+                todo[key] = i
+        if todo:
+            with torch.no_grad():
+                fresh = self.encode_images([checked[i] for i in todo.values()])
+            by_key = dict(zip(todo, fresh, strict=True))
+            for key, tokens in by_key.items():
+                self.tile_cache.put(key, tokens)
+            out = [got if got is not None else by_key[k] for k, got in zip(keys, out, strict=True)]
+        return [t for t in out if t is not None]
+
+    def encode_images(self, images: list[np.ndarray]) -> list[VisionTokens]:
+        """Encode without the cache (batched); images are already checked."""
+        raise NotImplementedError
+
+    @staticmethod
+    def to_pil(image: np.ndarray) -> Image.Image:
+        from PIL import Image
+
+        return Image.fromarray(np.ascontiguousarray(image))
+
+    # ------------------------------------------------------------------ stock path
+    def messages(self, n_images: int, question: str, system: str | None) -> list[dict[str, Any]]:
+        msgs: list[dict[str, Any]] = []
+        if system is not None:
+            msgs.append({"role": "system", "content": [{"type": "text", "text": system}]})
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+        content.append({"type": "text", "text": question})
+        msgs.append({"role": "user", "content": content})
+        return msgs
+
+    def prompt(self, n_images: int, question: str, system: str | None = None) -> str:
+        text = self.processor.apply_chat_template(
+            self.messages(n_images, question, system), add_generation_prompt=True, tokenize=False
+        )
+        return text if isinstance(text, str) else text[0]
+
+    def stock_inputs(self, image: np.ndarray, question: str, system: str | None = None) -> Any:
+        """What the stock processor gives for one image and a question (on the model's device)."""
+        text = self.prompt(1, question, system)
+        batch = self.processor(
+            images=[self.to_pil(self.check_image(image))], text=[text], return_tensors="pt"
+        )
+        return batch.to(self.device)
+
+    def stock_segments(self, image: np.ndarray) -> list[VisionSegment]:
+        """Segments that, fully kept, reproduce the stock processor's input for ``image``."""
+        return [VisionSegment(tokens=self.encode([image])[0], kind="tile")]
+
+    # ---------------------------------------------------------------- build_inputs
+    def _blocks(self, segments: Sequence[VisionSegment]) -> list[list[int]]:
+        blocks: list[list[int]] = []
+        for i, seg in enumerate(segments):
+            if blocks and segments[blocks[-1][-1]].group == seg.group:
+                blocks[-1].append(i)
+            else:
+                blocks.append([i])
+        return blocks
+
+    def _layout(self, segments: Sequence[VisionSegment], members: list[int]) -> _Block:
+        rows = cols = 0
+        cells: list[tuple[int, int, int, int]] = []
+        for s in members:
+            seg = segments[s]
+            g_rows, g_cols = seg.tokens.grid
+            if seg.tokens.embeds.shape[0] != g_rows * g_cols:
+                raise ConfigError(
+                    f"segment {s}: {seg.tokens.embeds.shape[0]} embeddings for grid {seg.tokens.grid}"
+                )
+            r0, c0 = seg.offset
+            rows, cols = max(rows, r0 + g_rows), max(cols, c0 + g_cols)
+            idx: list[int]
+            if seg.keep is None:
+                idx = list(range(g_rows * g_cols))
+            else:
+                keep = seg.keep.detach().to("cpu", torch.long).reshape(-1)
+                if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= g_rows * g_cols):
+                    raise ConfigError(
+                        f"segment {s}: keep index out of range 0..{g_rows * g_cols - 1}"
+                    )
+                idx = sorted(set(keep.tolist()))
+            for i in idx:
+                r, c = divmod(i, g_cols)
+                cells.append((r0 + r, c0 + c, s, i))
+        cells.sort(key=lambda t: (t[0], t[1]))  # stable: ties keep segment order
+        newline = self.capabilities.newline_tokens and segments[members[0]].kind == "tile"
+        entries: list[tuple[int, int, int, int]] = []
+        for n, (r, c, s, i) in enumerate(cells):
+            entries.append((s, i, r, c))
+            if newline and (n + 1 == len(cells) or cells[n + 1][0] != r):
+                entries.append((-1, -1, r, c))
+        return _Block(entries, (rows, cols))
+
+    def build_inputs(
+        self,
+        segments: Sequence[VisionSegment],
+        question: str,
+        *,
+        system: str | None = None,
+    ) -> PreparedInputs:
+        blocks = self._blocks(segments)
+        layouts = [self._layout(segments, b) for b in blocks]
+        # Which blocks fill each image placeholder of the prompt.
+        if self.single_placeholder:
+            per_hole = [list(range(len(blocks)))] if blocks else []
+        else:
+            per_hole = [[b] for b in range(len(blocks))]
+        ids: list[int] = self.tokenizer(self.prompt(len(per_hole), question, system))["input_ids"]
+        image_id = self.image_token_id
+        holes = [i for i, t in enumerate(ids) if t == image_id]
+        if len(holes) != len(per_hole):
+            raise ModelError(
+                f"{self.family}: the chat template gave {len(holes)} image placeholders for "
+                f"{len(per_hole)} images; check the processor's chat template"
+            )
+        seq: list[int] = []
+        kinds: list[int] = []
+        block_of: list[int] = []  # block index per position (-1 for text)
+        entry_of: list[tuple[int, int, int, int]] = []
+        prev = 0
+        for hole, members in zip(holes, per_hole, strict=True):
+            seq.extend(ids[prev:hole])
+            kinds.extend([TEXT] * (hole - prev))
+            block_of.extend([-1] * (hole - prev))
+            entry_of.extend([(-1, -1, 0, 0)] * (hole - prev))
+            for b in members:
+                for e in layouts[b].entries:
+                    seq.append(image_id)
+                    kinds.append(SEPARATOR if e[0] < 0 else VISION)
+                    block_of.append(b)
+                    entry_of.append(e)
+            prev = hole + 1
+        tail = len(ids) - prev
+        seq.extend(ids[prev:])
+        kinds.extend([TEXT] * tail)
+        block_of.extend([-1] * tail)
+        entry_of.extend([(-1, -1, 0, 0)] * tail)
+
+        device = self.device
+        input_ids = torch.tensor([seq], dtype=torch.long, device=device)
+        kinds_t = torch.tensor(kinds)
+        vision_pos = torch.nonzero(kinds_t == VISION).flatten()
+        sep_pos = torch.nonzero(kinds_t == SEPARATOR).flatten()
+        with torch.no_grad():
+            embeds = self.model.get_input_embeddings()(input_ids).clone()
+            seg_idx = [entry_of[p][0] for p in vision_pos.tolist()]
+            tok_idx = [entry_of[p][1] for p in vision_pos.tolist()]
+            if seg_idx:
+                rows = self._gather(segments, seg_idx, tok_idx, embeds)
+                embeds[0, vision_pos.to(device)] = rows
+            if len(sep_pos):
+                embeds[0, sep_pos.to(device)] = self.separator_embedding().to(device, embeds.dtype)
+        position_ids, extra = self.position_ids(kinds, block_of, entry_of, layouts)
+        return PreparedInputs(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones_like(input_ids),
+            position_ids=position_ids.to(device),
+            input_ids=input_ids,
+            vision_positions=vision_pos,
+            vision_segment=torch.tensor(seg_idx, dtype=torch.long),
+            vision_index=torch.tensor(tok_idx, dtype=torch.long),
+            separator_positions=sep_pos,
+            extra=extra,
+        )
+
+    @staticmethod
+    def _gather(
+        segments: Sequence[VisionSegment],
+        seg_idx: list[int],
+        tok_idx: list[int],
+        like: torch.Tensor,
+    ) -> torch.Tensor:
+        seg_t = torch.tensor(seg_idx)
+        tok_t = torch.tensor(tok_idx)
+        out = torch.empty(len(seg_idx), like.shape[-1], dtype=like.dtype, device=like.device)
+        for s in sorted(set(seg_idx)):
+            sel = torch.nonzero(seg_t == s).flatten()
+            src = segments[s].tokens.embeds.to(like.device, like.dtype)
+            out[sel.to(like.device)] = src[tok_t[sel].to(like.device)]
+        return out
+
+    def separator_embedding(self) -> torch.Tensor:
+        raise ModelError(f"{self.family} has no newline embedding")
+
+    def position_ids(
+        self,
+        kinds: list[int],
+        block_of: list[int],
+        entry_of: list[tuple[int, int, int, int]],
+        layouts: list[_Block],
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """1-D positions 0..L-1 (families without M-RoPE)."""
+        return torch.arange(len(kinds)).unsqueeze(0), {}
+
+    def generation_position_ids(self, inputs: PreparedInputs) -> torch.Tensor:
+        """Position ids in the form the stock ``generate`` passes to the first forward."""
+        return inputs.position_ids
+
+    # ------------------------------------------------------------------- attention
+    def attention(self, inputs: PreparedInputs, layers: Sequence[int]) -> torch.Tensor:
+        lm = self.language_model()
+        n_layers = len(lm.layers)
+        if not layers:
+            raise ConfigError("attention needs at least one layer index")
+        bad = [i for i in layers if not 0 <= i < n_layers]
+        if bad:
+            raise ConfigError(
+                f"layer {bad[0]} is out of range: {self.family} has {n_layers} layers"
+            )
+
+        def run() -> Any:
+            return lm(
+                inputs_embeds=inputs.inputs_embeds,
+                attention_mask=inputs.attention_mask,
+                position_ids=self.generation_position_ids(inputs),
+                use_cache=False,
+            )
+
+        full = read_attention(lm.layers, layers, run)
+        return full[:, :, inputs.vision_positions.to(full.device)]
+
+    # -------------------------------------------------------------------- generate
+    def generate(
+        self,
+        inputs: PreparedInputs,
+        *,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        output_scores: bool = False,
+    ) -> Generation:
+        with torch.no_grad():
+            out = self.model.generate(
+                inputs_embeds=inputs.inputs_embeds,
+                attention_mask=inputs.attention_mask,
+                position_ids=self.generation_position_ids(inputs),
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                return_dict_in_generate=True,
+                output_logits=output_scores,
+            )
+        new = out.sequences[0].tolist()
+        scores = [s[0] for s in out.logits] if output_scores and out.logits is not None else None
+        return Generation(
+            text=self.tokenizer.decode(new, skip_special_tokens=True),
+            token_ids=new,
+            scores=scores,
+            prompt_tokens=inputs.length,
+        )
