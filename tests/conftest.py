@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
-# Tests never touch the network or the Hugging Face hub.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
 import itertools
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -18,6 +14,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
+# Tests never touch the network or the Hugging Face hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# tiny/<family> models are built once per test session, never into the user's cache.
+_TEST_CACHE = tempfile.mkdtemp(prefix="lrsvqa-test-cache-")
+os.environ["LRSVQA_CACHE"] = _TEST_CACHE
+
+
+def pytest_sessionfinish(session: object, exitstatus: int) -> None:
+    shutil.rmtree(_TEST_CACHE, ignore_errors=True)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

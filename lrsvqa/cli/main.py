@@ -21,6 +21,8 @@ from lrsvqa.errors import LrsvqaError
 
 # name -> (module, attribute, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "ask": ("lrsvqa.cli.ask_cmd", "ask", "Answer a question about a scene."),
+    "demo": ("lrsvqa.cli.demo_cmd", "demo", "Write a sample scene and ask about it."),
     "inspect": ("lrsvqa.cli.inspect_cmd", "inspect", "Describe a scene and its pyramid plan."),
     "convert": ("lrsvqa.cli.convert_cmd", "convert", "Write a cloud-optimised GeoTIFF."),
     "sample": ("lrsvqa.cli.sample_cmd", "sample", "Write a synthetic scene with ships."),

@@ -1,0 +1,56 @@
+"""Configuration of the focus stage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lrsvqa.errors import ConfigError
+
+SELECTORS = ("rfm", "all", "uniform", "random", "thumbnail")
+TILE_SCORES = ("sum", "max", "mean")
+
+
+@dataclass(frozen=True)
+class FocusConfig:
+    """How vision tokens are scored and tiles chosen, level by level.
+
+    ``selector``: ``rfm`` (the model's own text→vision attention, default), ``all``
+    (every tile of the finest level that fits the budget, no pruning), ``uniform``,
+    ``random`` (seeded) or ``thumbnail`` (global view only).
+    """
+
+    selector: str = "rfm"
+    layers: tuple[int, ...] | None = None  # attention layers read; None: the adapter's default
+    keep_ratio: float = 0.25  # share of a level's tokens kept (and passed to the LLM at the end)
+    max_tiles: int = 6  # tiles chosen at each finer level
+    token_budget: int = 2500  # most vision tokens reaching the LLM (thumbnail included)
+    encode_budget: int | None = None  # most vision tokens encoded in all; None: no limit
+    max_depth: int | None = None  # finer levels visited below level 0; None: down to native
+    tile_score: str = "sum"  # how kept token scores add up to a tile score
+    seed: int = 0  # for ``random``
+
+    def __post_init__(self) -> None:
+        if self.selector not in SELECTORS:
+            raise ConfigError(
+                f"unknown selector {self.selector!r}; choose one of {', '.join(SELECTORS)}"
+            )
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise ConfigError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if self.max_tiles < 1:
+            raise ConfigError(f"max_tiles must be at least 1, got {self.max_tiles}")
+        if self.token_budget < 1:
+            raise ConfigError(f"token_budget must be positive, got {self.token_budget}")
+        if self.encode_budget is not None and self.encode_budget < 1:
+            raise ConfigError(f"encode_budget must be positive, got {self.encode_budget}")
+        if self.max_depth is not None and self.max_depth < 0:
+            raise ConfigError(f"max_depth must be >= 0, got {self.max_depth}")
+        if self.tile_score not in TILE_SCORES:
+            raise ConfigError(
+                f"tile_score must be one of {', '.join(TILE_SCORES)}, got {self.tile_score!r}"
+            )
+        if self.layers is not None and (not self.layers or min(self.layers) < 0):
+            raise ConfigError(f"layers must be non-negative layer indices, got {self.layers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,77 @@
+"""Token scorers: how much the question attends to each vision token of the candidates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from lrsvqa.models.base import Adapter, VisionSegment
+
+
+class TokenScorer(Protocol):
+    """Scores the tokens of ``segments[1:]`` (segment 0 is the thumbnail context)."""
+
+    name: str
+
+    def score(
+        self, adapter: Adapter, segments: Sequence[VisionSegment], question: str
+    ) -> list[np.ndarray]:
+        """One (rows, cols) float array per candidate segment; all scores sum to 1."""
+        ...
+
+
+class AttentionScorer:
+    """The training-free Region Focus Module: the LVLM's own attention at chosen layers.
+
+    The last prompt token's attention over the candidate tiles' vision tokens is
+    renormalised per head (softmax restricted to those tokens), then averaged over
+    heads and layers. Newline/separator tokens never enter the ranking.
+    """
+
+    name = "attention"
+
+    def __init__(self, layers: Sequence[int] | None = None):
+        self.layers = tuple(layers) if layers is not None else None
+        self.passes: list[int] = []  # sequence length of each scoring pass (for the cost report)
+
+    def resolve_layers(self, adapter: Adapter) -> tuple[int, ...]:
+        from lrsvqa.errors import ConfigError
+
+        depth = adapter.capabilities.num_layers
+        layers = self.layers if self.layers is not None else (default_focus_layer(depth),)
+        bad = [layer for layer in layers if layer >= depth]
+        if bad:
+            raise ConfigError(
+                f"focus layer(s) {bad} beyond the model's {depth} layers; use 0..{depth - 1}"
+            )
+        return layers
+
+    def score(
+        self, adapter: Adapter, segments: Sequence[VisionSegment], question: str
+    ) -> list[np.ndarray]:
+        layers = self.resolve_layers(adapter)
+        inputs = adapter.build_inputs(segments, question)
+        self.passes.append(inputs.length)
+        attention = adapter.attention(inputs, layers)  # (layers, heads, n_vision)
+        candidate = (inputs.vision_segment >= 1).to(attention.device)
+        att = attention[..., candidate].double()
+        att = att / att.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+        scores = att.mean(dim=(0, 1)).cpu().numpy()
+        seg_of = inputs.vision_segment[candidate.cpu()].cpu().numpy()
+        idx_of = inputs.vision_index[candidate.cpu()].cpu().numpy()
+        out = []
+        for s, segment in enumerate(segments[1:], start=1):
+            grid = np.zeros(segment.tokens.n, dtype=np.float64)
+            mask = seg_of == s
+            grid[idx_of[mask]] = scores[mask]
+            out.append(grid.reshape(segment.tokens.grid))
+        return out
+
+
+def default_focus_layer(num_layers: int) -> int:
+    """Layer read by default: a quarter of the depth (at least 1), where the
+    question's attention already localises objects but little compute is spent."""
+    return max(1, min(num_layers - 1, num_layers // 4))

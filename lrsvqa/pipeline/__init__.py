@@ -1,0 +1,17 @@
+"""The ``ask`` pipeline: scene → pyramid → focus → pruned tokens → answer."""
+
+from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
+from lrsvqa.pipeline.cost import CostReport, prefill_flops
+from lrsvqa.pipeline.pipeline import MAX_QUESTION_CHARS, Pipeline, ask, check_question
+
+__all__ = [
+    "MAX_QUESTION_CHARS",
+    "Answer",
+    "CostReport",
+    "Evidence",
+    "Pipeline",
+    "TileEvidence",
+    "ask",
+    "check_question",
+    "prefill_flops",
+]

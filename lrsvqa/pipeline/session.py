@@ -1,0 +1,185 @@
+"""Per-scene state reused across questions: the open scene, its pyramid, its stretch
+statistics and the encoded tiles, within a memory cap."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lrsvqa.errors import ConfigError
+from lrsvqa.io.scene import Scene, is_remote, open_scene
+from lrsvqa.pyramid import DynamicImagePyramid, PyramidConfig, Tile
+
+if TYPE_CHECKING:
+    from lrsvqa.models.base import Adapter, VisionTokens
+
+CACHE_ENV = "LRSVQA_CACHE_MB"
+DEFAULT_CACHE_MB = 2048
+
+
+def cache_cap_bytes() -> int:
+    raw = os.environ.get(CACHE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_MB * 2**20
+    try:
+        return int(float(raw) * 2**20)
+    except ValueError:
+        raise ConfigError(f"{CACHE_ENV}={raw!r} is not a number of megabytes") from None
+
+
+class Stopwatch:
+    """Accumulates wall seconds per stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+class SceneSession:
+    """One scene opened for a model: pyramid, thumbnail tokens, encoded-tile cache."""
+
+    def __init__(
+        self,
+        scene: Scene,
+        config: PyramidConfig,
+        adapter: Adapter,
+        cap_bytes: int,
+        *,
+        owns_scene: bool = True,
+    ):
+        self.scene = scene
+        self.owns_scene = owns_scene
+        self.pyramid = DynamicImagePyramid(scene, config=config)
+        self.adapter = adapter
+        self.cap_bytes = cap_bytes
+        self._tiles: OrderedDict[tuple[int, int, int], VisionTokens] = OrderedDict()
+        self._bytes = 0
+        self._thumbnail: VisionTokens | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+    def thumbnail_tokens(self, watch: Stopwatch) -> VisionTokens:
+        if self._thumbnail is None:
+            start = time.perf_counter()
+            image = self.pyramid.thumbnail(self.pyramid.config.thumbnail_size, square=True)
+            watch.add("read", time.perf_counter() - start)
+            start = time.perf_counter()
+            self._thumbnail = self.adapter.encode([image])[0]
+            watch.add("encode", time.perf_counter() - start)
+        return self._thumbnail
+
+    def encode_tiles(
+        self,
+        tiles: Sequence[Tile],
+        watch: Stopwatch,
+        *,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> list[VisionTokens]:
+        """Read and encode ``tiles`` (cached ones come from memory), in order."""
+        missing = [t for t in tiles if t.key not in self._tiles]
+        self.hits += len(tiles) - len(missing)
+        self.misses += len(missing)
+        bar: Any = None
+        if progress and len(missing) > batch_size:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(missing), desc="encoding tiles", unit="tile", leave=False)
+        try:
+            for i in range(0, len(missing), batch_size):
+                batch = missing[i : i + batch_size]
+                start = time.perf_counter()
+                images = self.pyramid.read_tiles(batch)
+                watch.add("read", time.perf_counter() - start)
+                start = time.perf_counter()
+                encoded = self.adapter.encode(images)
+                watch.add("encode", time.perf_counter() - start)
+                for tile, tokens in zip(batch, encoded, strict=True):
+                    self._store(tile.key, tokens)
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        found = [self._tiles.get(t.key) for t in tiles]
+        out: list[VisionTokens] = []
+        for tile, cached in zip(tiles, found, strict=True):
+            if cached is None:  # evicted by this very call (cap smaller than one question)
+                cached = self.adapter.encode(self.pyramid.read_tiles([tile]))[0]
+            else:
+                self._tiles.move_to_end(tile.key)
+            out.append(cached)
+        return out
+
+    def _store(self, key: tuple[int, int, int], tokens: VisionTokens) -> None:
+        size = tokens.embeds.element_size() * tokens.embeds.nelement()
+        self._tiles[key] = tokens
+        self._bytes += size
+        while self._bytes > self.cap_bytes and len(self._tiles) > 1:
+            _, old = self._tiles.popitem(last=False)
+            self._bytes -= old.embeds.element_size() * old.embeds.nelement()
+
+    def close(self) -> None:
+        self._tiles.clear()
+        self._bytes = 0
+        if self.owns_scene:
+            self.scene.close()
+
+
+def scene_key(path: str, bands: tuple[int, ...] | None) -> tuple[Any, ...]:
+    """Identity of a scene file: a changed file is a new scene."""
+    if is_remote(path):
+        return (path, bands)
+    p = Path(path)
+    try:
+        stat = p.stat()
+    except OSError:
+        return (path, bands)
+    return (str(p.resolve()), stat.st_mtime_ns, stat.st_size, bands)
+
+
+class SessionCache:
+    """The most recently used scene sessions (a few scenes open at once)."""
+
+    def __init__(self, max_scenes: int = 2):
+        self.max_scenes = max_scenes
+        self._sessions: OrderedDict[tuple[Any, ...], SceneSession] = OrderedDict()
+
+    def get(
+        self,
+        scene: str | os.PathLike[str] | Scene,
+        bands: tuple[int, ...] | None,
+        config: PyramidConfig,
+        adapter: Adapter,
+    ) -> SceneSession:
+        if isinstance(scene, Scene):
+            key: tuple[Any, ...] = ("scene-object", id(scene), config)
+        else:
+            key = (*scene_key(os.fspath(scene), bands), config)
+        session = self._sessions.get(key)
+        if session is not None:
+            self._sessions.move_to_end(key)
+            return session
+        owned = not isinstance(scene, Scene)
+        opened = open_scene(scene, bands=bands) if not isinstance(scene, Scene) else scene
+        session = SceneSession(opened, config, adapter, cache_cap_bytes(), owns_scene=owned)
+        self._sessions[key] = session
+        while len(self._sessions) > self.max_scenes:
+            _, old = self._sessions.popitem(last=False)
+            old.close()
+        return session
+
+    def clear(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
