@@ -31,23 +31,13 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from lrsvqa.models import from_pretrained, tiny
+    from lrsvqa.models import from_pretrained
 
-    torch.manual_seed(0)
-    (model_cls, config), processor = tiny._parts("qwen2_vl")
-    t = config.text_config
-    t.hidden_size, t.intermediate_size = 1536, 8960
-    t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads = args.layers, 12, 2
-    t.layer_types = ["full_attention"] * args.layers
-    t.rope_parameters["mrope_section"] = [16, 24, 24]
-    v = config.vision_config
-    v.depth, v.embed_dim, v.num_heads, v.hidden_size = args.vision_layers, 1280, 16, 1536
-    model = model_cls(config)
-    tiny._enlarge_init(model, 0)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from scaled import build_scaled_qwen2_vl
+
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        del model
+        build_scaled_qwen2_vl(tmp, layers=args.layers, vision_layers=args.vision_layers)
         ad = from_pretrained(tmp, device="cpu")
 
     image = np.random.default_rng(0).integers(0, 256, size=(448, 448, 3), dtype=np.uint8)

@@ -31,6 +31,11 @@ _LAZY: dict[str, str] = {
     "PyramidConfig": "lrsvqa.pyramid",
     "Tile": "lrsvqa.pyramid",
     "Level": "lrsvqa.pyramid",
+    "FocusConfig": "lrsvqa.focus",
+    "PruneConfig": "lrsvqa.prune",
+    "Pipeline": "lrsvqa.pipeline",
+    "Answer": "lrsvqa.pipeline",
+    "ask": "lrsvqa.pipeline",
 }
 
 
