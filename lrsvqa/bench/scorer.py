@@ -104,12 +104,17 @@ class AnswerRow:
 
 
 def answer_files(path: str | Path) -> list[Path]:
-    """The answer files of ``path``: the file itself, or a run folder's ``answers*.jsonl``."""
+    """The answer files of ``path``: the file itself, or a run folder's ``answers.jsonl``
+    (an unsharded or merged run), else its shard files ``answers*.jsonl``."""
     p = Path(path)
     if p.is_dir():
+        merged = p / "answers.jsonl"
+        if merged.is_file():
+            return [merged]
         files = sorted(p.glob("answers*.jsonl"))
         if not files:
             raise DataError(f"{p}: no answers*.jsonl file in this folder")
+        log.warning("%s: scoring unmerged shard files; `lrsvqa bench merge %s` joins them", p, p)
         return files
     if not p.is_file():
         raise DataError(f"{p}: no such answer file or run folder")

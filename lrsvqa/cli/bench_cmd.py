@@ -1,0 +1,205 @@
+"""``lrsvqa bench``: run a model over LRS-VQA (resumable, shardable); ``bench merge``.
+
+The model is built by ``make_answerer`` alone, so tests (and other front ends)
+can swap in another answerer by replacing that one function.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from lrsvqa.cli.options import echo_json, json_option
+
+if TYPE_CHECKING:
+    from lrsvqa.bench.runner import Answerer, RunOptions
+
+log = logging.getLogger(__name__)
+
+SELECTORS = ("rfm", "all", "uniform", "random", "thumbnail")
+
+
+def make_answerer(options: RunOptions) -> Answerer:
+    """The real answerer: ``lrsvqa.pipeline.Pipeline`` with the run's focus options."""
+    from lrsvqa.focus import FocusConfig
+    from lrsvqa.pipeline import Pipeline
+
+    focus: dict[str, Any] = {"selector": options.selector}
+    for key, value in (
+        ("keep_ratio", options.keep_ratio),
+        ("max_tiles", options.max_tiles),
+        ("token_budget", options.budget),
+    ):
+        if value is not None:
+            focus[key] = value
+    return Pipeline.from_pretrained(
+        options.model,
+        revision=options.revision,
+        focus=FocusConfig(**focus),
+        device=options.device,
+    )
+
+
+def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    chosen = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return tuple(chosen) or None
+
+
+@click.group("bench", invoke_without_command=True)
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="Annotation file LRS_VQA_merged.jsonl."
+)
+@click.option(
+    "--image-root",
+    type=click.Path(path_type=Path),
+    help="Folder the annotation's image paths are relative to.",
+)
+@click.option("--model", help="Model id (hub id or local folder).")
+@click.option("--revision", default=None, help="Model revision (hub branch, tag or commit).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Run folder: answers, manifest, errors. Rerun the same command to resume.",
+)
+@click.option(
+    "--selector",
+    type=click.Choice(SELECTORS),
+    default="rfm",
+    show_default=True,
+    help="How tiles are chosen at each level.",
+)
+@click.option("--keep-ratio", type=float, default=None, help="Share of tokens kept per level.")
+@click.option("--max-tiles", type=int, default=None, help="Tiles chosen at each finer level.")
+@click.option("--budget", type=int, default=None, help="Most vision tokens reaching the LLM.")
+@click.option("--limit", type=int, default=None, help="Only the first N questions (after filters).")
+@click.option("--source", multiple=True, help="Only this source (repeat or comma-separate).")
+@click.option("--category", multiple=True, help="Only this category (repeatable).")
+@click.option("--size-bin", multiple=True, help="Only this size bin (repeatable).")
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Run shard I of N (by image); default: RANK/WORLD_SIZE from torchrun, else all.",
+)
+@click.option(
+    "--skip-missing", is_flag=True, help="Skip questions whose image is missing (else exit 2)."
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto, cpu, cuda, cuda:N (auto under torchrun: cuda:$LOCAL_RANK).",
+)
+@json_option
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    data: Path | None,
+    image_root: Path | None,
+    model: str | None,
+    revision: str | None,
+    out: Path | None,
+    selector: str,
+    keep_ratio: float | None,
+    max_tiles: int | None,
+    budget: int | None,
+    limit: int | None,
+    source: tuple[str, ...],
+    category: tuple[str, ...],
+    size_bin: tuple[str, ...],
+    shard: str | None,
+    skip_missing: bool,
+    device: str,
+    as_json: bool,
+) -> int:
+    """Answer LRS-VQA questions with a model, one fsynced JSON line per answer.
+
+    Killed or failed runs resume where they stopped when the same command is
+    run again. Shard across GPUs with --shard I/N or torchrun; then run
+    `lrsvqa bench merge OUT`. Score with `lrsvqa report OUT`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return 0
+    lacking = [
+        flag
+        for flag, value in (
+            ("--data", data),
+            ("--image-root", image_root),
+            ("--model", model),
+            ("--out", out),
+        )
+        if value is None
+    ]
+    if lacking:
+        raise click.UsageError(f"missing option(s) {', '.join(lacking)}", ctx)
+    assert data is not None and image_root is not None and model is not None and out is not None
+
+    from lrsvqa.bench.runner import RunOptions, run_benchmark
+    from lrsvqa.bench.shard import resolve_device, resolve_shard
+    from lrsvqa.errors import ConfigError, DataError
+
+    if not data.is_file():
+        raise DataError(f"{data}: no such annotation file (--data)")
+    if not image_root.is_dir():
+        raise ConfigError(f"{image_root}: no such folder (--image-root)")
+    options = RunOptions(
+        data=data,
+        image_root=image_root,
+        out=out,
+        model=model,
+        revision=revision,
+        selector=selector,
+        keep_ratio=keep_ratio,
+        max_tiles=max_tiles,
+        budget=budget,
+        device=resolve_device(device),
+        limit=limit,
+        sources=_choices(source),
+        categories=_choices(category),
+        size_bins=_choices(size_bin),
+        shard=resolve_shard(shard),
+        skip_missing=skip_missing,
+        progress=not as_json,
+    )
+    summary = run_benchmark(options, make_answerer)
+    if as_json:
+        echo_json(summary.to_dict())
+    else:
+        click.echo(
+            f"{summary.status}: {summary.done}/{summary.total} answered "
+            f"({summary.answered} this run, {summary.skipped} skipped, "
+            f"{summary.failed} failed) → {summary.answers_file}"
+        )
+        if summary.failed:
+            click.echo(
+                f"{summary.failed} question(s) failed (see {out / options.shard.errors_name}); "
+                "run the same command again to retry them",
+                err=True,
+            )
+    return 1 if summary.failed else 0
+
+
+@bench.command("merge")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@json_option
+def merge(run_dir: Path, as_json: bool) -> None:
+    """Merge RUN_DIR's shard answer files into answers.jsonl (first of duplicates kept)."""
+    from lrsvqa.bench.shard import merge_run
+
+    summary = merge_run(run_dir)
+    if as_json:
+        echo_json(summary.to_dict())
+        return
+    click.echo(
+        f"merged {len(summary.files)} file(s): {summary.answers} answers "
+        f"({summary.duplicates} duplicates dropped) → {summary.answers_file}"
+    )
+    if summary.missing:
+        shown = ", ".join(summary.missing[:10]) + (" …" if len(summary.missing) > 10 else "")
+        click.echo(
+            f"{len(summary.missing)} of {summary.expected} questions have no answer: {shown}",
+            err=True,
+        )
