@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "sample": ("lrsvqa.cli.sample_cmd", "sample", "Write a synthetic scene with ships."),
     "score": ("lrsvqa.cli.score_cmd", "score", "Score an LRS-VQA answer file."),
     "models": ("lrsvqa.cli.models_cmd", "models", "List the supported model families."),
+    "bench": ("lrsvqa.cli.bench_cmd", "bench", "Run a model over LRS-VQA (resumable, shardable)."),
+    "report": ("lrsvqa.cli.report_cmd", "report", "Report on a benchmark run: accuracy, grounding, cost."),
+    "train-rfm": ("lrsvqa.cli.train_rfm_cmd", "train_rfm", "Distil a Region Focus Module."),
+    "eval-rfm": ("lrsvqa.cli.eval_rfm_cmd", "eval_rfm", "Compare an RFM's ranking with its teacher."),
 }
 
 
