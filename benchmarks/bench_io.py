@@ -91,21 +91,13 @@ def baseline_rss() -> float:
 
 
 def scenes(cache: Path) -> dict[str, Path]:
-    from lrsvqa.testing import make_ship_scene
+    from lrsvqa.testing import cached_ship_scene
 
-    cache.mkdir(parents=True, exist_ok=True)
     specs = {"30k": (30_000, False), "10k": (10_000, True), "100k": (100_000, True)}
-    paths = {}
-    for name, (size, sparse) in specs.items():
-        path = cache / f"bench_{name}{'_sparse' if sparse else ''}.tif"
-        if not path.exists():
-            print(f"generating {path} ({size} px{', sparse' if sparse else ''}) …", flush=True)
-            tmp = path.with_suffix(".part.tif")
-            make_ship_scene(tmp, size, ships=12, sparse=sparse)
-            tmp.rename(path)
-            Path(f"{tmp}.ships.json").rename(f"{path}.ships.json")
-        paths[name] = path
-    return paths
+    return {
+        name: cached_ship_scene(cache, size, sparse=sparse)
+        for name, (size, sparse) in specs.items()
+    }
 
 
 def main() -> None:

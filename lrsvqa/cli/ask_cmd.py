@@ -81,20 +81,22 @@ def model_options(func: Any) -> Any:
 
 
 def build_pipeline(
-    model_id: str | None,
-    revision: str | None,
-    device: str,
-    dtype: str,
-    selector: str,
-    keep_ratio: float,
-    max_tiles: int,
-    budget: int,
-    max_depth: int | None,
-    focus_layers: tuple[int, ...],
-    seed: int,
-    max_new_tokens: int,
-    progress: bool,
+    *,
+    model_id: str | None = None,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    selector: str = "rfm",
+    keep_ratio: float = 0.25,
+    max_tiles: int = 6,
+    budget: int = 2500,
+    max_depth: int | None = None,
+    focus_layers: tuple[int, ...] = (),
+    seed: int = 0,
+    max_new_tokens: int = 32,
+    progress: bool = False,
 ) -> Any:
+    """A Pipeline from the command-line options (the same names as ``model_options``)."""
     from lrsvqa.focus import FocusConfig
     from lrsvqa.pipeline import Pipeline
 
@@ -175,23 +177,12 @@ def report(answer: Any, as_json: bool, geojson: str | None, overlay: str | None)
 def ask(
     scene: str,
     question: str,
-    model_id: str | None,
-    revision: str | None,
-    device: str,
-    dtype: str,
-    selector: str,
-    keep_ratio: float,
-    max_tiles: int,
-    budget: int,
-    max_depth: int | None,
-    focus_layers: tuple[int, ...],
-    seed: int,
-    max_new_tokens: int,
     bands: str | None,
     geojson: str | None,
     geojson_crs: str,
     overlay: str | None,
     as_json: bool,
+    **model_kw: Any,
 ) -> None:
     """Answer QUESTION about SCENE (a raster path or http(s) URL)."""
     from lrsvqa.io import open_scene
@@ -202,21 +193,7 @@ def ask(
     # Open the scene before loading the model: a bad file fails in a second, not a minute.
     with open_scene(scene, bands=band_choice):
         pass
-    with build_pipeline(
-        model_id,
-        revision,
-        device,
-        dtype,
-        selector,
-        keep_ratio,
-        max_tiles,
-        budget,
-        max_depth,
-        focus_layers,
-        seed,
-        max_new_tokens,
-        progress=not as_json,
-    ) as pipeline:
+    with build_pipeline(progress=not as_json, **model_kw) as pipeline:
         if pipeline.model_id.startswith("tiny/") and not as_json:
             click.echo(
                 f"note: {pipeline.model_id} is a tiny random model: its answer is meaningless",

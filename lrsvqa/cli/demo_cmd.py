@@ -69,9 +69,7 @@ def demo(
                 err=True,
             )
     geojson, overlay = str(folder / "evidence.geojson"), str(folder / "overlay.png")
-    with build_pipeline(
-        model_id, None, device, "auto", "rfm", 0.25, 6, 2500, None, (), 0, 32, progress=not as_json
-    ) as pipeline:
+    with build_pipeline(model_id=model_id, device=device, progress=not as_json) as pipeline:
         answer = pipeline.ask(scene_path, question)
         write_outputs(pipeline, answer, geojson, "scene", overlay)
     if not as_json:

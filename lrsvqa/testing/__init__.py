@@ -1,11 +1,18 @@
 """Synthetic rasters with known content for tests, demos and benchmarks."""
 
 from lrsvqa.testing.geotiff import expected_values, write_geotiff
-from lrsvqa.testing.scenes import Ship, SyntheticScene, make_ship_scene, place_ships
+from lrsvqa.testing.scenes import (
+    Ship,
+    SyntheticScene,
+    cached_ship_scene,
+    make_ship_scene,
+    place_ships,
+)
 
 __all__ = [
     "Ship",
     "SyntheticScene",
+    "cached_ship_scene",
     "expected_values",
     "make_ship_scene",
     "place_ships",

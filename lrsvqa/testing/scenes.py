@@ -7,6 +7,7 @@ so focus and evidence can be checked against it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from lrsvqa.testing.geotiff import write_geotiff
+
+log = logging.getLogger(__name__)
 
 WATER = (18, 42, 74)
 LAND = (96, 88, 60)
@@ -140,3 +143,20 @@ def make_ship_scene(
     scene = SyntheticScene(Path(out), width, height, fleet, crs)
     Path(str(out) + ".ships.json").write_text(json.dumps(scene.to_dict(), indent=1))
     return scene
+
+
+def cached_ship_scene(
+    cache: str | os.PathLike[str], size: int, *, sparse: bool, ships: int = 12
+) -> Path:
+    """A ``size`` px ship scene in ``cache``, generated once (written aside, then renamed)."""
+    folder = Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{size // 1000}k" if size % 1000 == 0 else str(size)
+    path = folder / f"bench_{name}{'_sparse' if sparse else ''}.tif"
+    if not path.exists():
+        log.info("generating %s", path)
+        tmp = path.with_suffix(".part.tif")
+        make_ship_scene(tmp, size, ships=ships, sparse=sparse)
+        Path(f"{tmp}.ships.json").replace(f"{path}.ships.json")
+        tmp.replace(path)
+    return path
