@@ -86,6 +86,8 @@ class RunOptions:
     shard: Shard = field(default_factory=Shard)
     skip_missing: bool = False
     progress: bool = True
+    focus: str = "attention"  # token scorer: attention or distilled:PATH
+    llm_prune: dict[str, Any] = field(default_factory=dict)  # LLMPruneConfig fields
 
     def identity(self) -> dict[str, Any]:
         """The options that change answers (``None``: the pipeline's default)."""
@@ -96,6 +98,8 @@ class RunOptions:
             "keep_ratio": self.keep_ratio,
             "max_tiles": self.max_tiles,
             "budget": self.budget,
+            "focus": self.focus,
+            "llm_prune": self.llm_prune,
         }
 
     def data_dict(self) -> dict[str, Any]:

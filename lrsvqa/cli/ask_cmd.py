@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from lrsvqa.cli.options import bands_option, echo_json, json_option, parse_bands
+from lrsvqa.cli.options import (
+    bands_option,
+    echo_json,
+    focus_option,
+    json_option,
+    llm_prune_config,
+    llm_prune_options,
+    parse_bands,
+)
 from lrsvqa.focus.config import SELECTORS
 
 
@@ -77,7 +85,7 @@ def model_options(func: Any) -> Any:
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    return llm_prune_options(focus_option(func))
 
 
 def build_pipeline(
@@ -94,14 +102,18 @@ def build_pipeline(
     focus_layers: tuple[int, ...] = (),
     seed: int = 0,
     max_new_tokens: int = 32,
+    focus: str = "attention",
     progress: bool = False,
+    **llm_prune: Any,
 ) -> Any:
     """A Pipeline from the command-line options (the same names as ``model_options``)."""
     from lrsvqa.focus import FocusConfig
     from lrsvqa.pipeline import Pipeline
+    from lrsvqa.prune import PruneConfig
 
-    focus = FocusConfig(
+    focus_config = FocusConfig(
         selector=selector,
+        focus=focus,
         layers=tuple(focus_layers) or None,
         keep_ratio=keep_ratio,
         max_tiles=max_tiles,
@@ -115,7 +127,8 @@ def build_pipeline(
         revision=revision,
         device=device,
         dtype=dtype,
-        focus=focus,
+        focus=focus_config,
+        prune=PruneConfig(llm=llm_prune_config(**llm_prune)),
         max_new_tokens=max_new_tokens,
         progress=progress,
     )

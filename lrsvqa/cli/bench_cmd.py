@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lrsvqa.cli.options import echo_json, json_option
+from lrsvqa.cli.options import (
+    echo_json,
+    focus_option,
+    json_option,
+    llm_prune_config,
+    llm_prune_options,
+)
 
 if TYPE_CHECKING:
     from lrsvqa.bench.runner import Answerer, RunOptions
@@ -24,10 +30,12 @@ SELECTORS = ("rfm", "all", "uniform", "random", "thumbnail")
 
 def make_answerer(options: RunOptions) -> Answerer:
     """The real answerer: ``lrsvqa.pipeline.Pipeline`` with the run's focus options."""
+    from lrsvqa.cli.ask_cmd import quiet_transformers
     from lrsvqa.focus import FocusConfig
     from lrsvqa.pipeline import Pipeline
+    from lrsvqa.prune import LLMPruneConfig, PruneConfig
 
-    focus: dict[str, Any] = {"selector": options.selector}
+    focus: dict[str, Any] = {"selector": options.selector, "focus": options.focus}
     for key, value in (
         ("keep_ratio", options.keep_ratio),
         ("max_tiles", options.max_tiles),
@@ -35,10 +43,12 @@ def make_answerer(options: RunOptions) -> Answerer:
     ):
         if value is not None:
             focus[key] = value
+    quiet_transformers()
     return Pipeline.from_pretrained(
         options.model,
         revision=options.revision,
         focus=FocusConfig(**focus),
+        prune=PruneConfig(llm=LLMPruneConfig(**options.llm_prune)),
         device=options.device,
     )
 
@@ -93,6 +103,8 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     show_default=True,
     help="auto, cpu, cuda, cuda:N (auto under torchrun: cuda:$LOCAL_RANK).",
 )
+@focus_option
+@llm_prune_options
 @json_option
 @click.pass_context
 def bench(
@@ -113,7 +125,9 @@ def bench(
     shard: str | None,
     skip_missing: bool,
     device: str,
+    focus: str,
     as_json: bool,
+    **llm_prune: Any,
 ) -> int:
     """Answer LRS-VQA questions with a model, one fsynced JSON line per answer.
 
@@ -163,6 +177,8 @@ def bench(
         shard=resolve_shard(shard),
         skip_missing=skip_missing,
         progress=not as_json,
+        focus=focus,
+        llm_prune=llm_prune_config(**llm_prune).to_dict(),
     )
     summary = run_benchmark(options, make_answerer)
     if as_json:

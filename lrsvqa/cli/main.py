@@ -29,9 +29,17 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "score": ("lrsvqa.cli.score_cmd", "score", "Score an LRS-VQA answer file."),
     "models": ("lrsvqa.cli.models_cmd", "models", "List the supported model families."),
     "bench": ("lrsvqa.cli.bench_cmd", "bench", "Run a model over LRS-VQA (resumable, shardable)."),
-    "report": ("lrsvqa.cli.report_cmd", "report", "Report on a benchmark run: accuracy, grounding, cost."),
+    "report": (
+        "lrsvqa.cli.report_cmd",
+        "report",
+        "Report on a benchmark run: accuracy, grounding, cost.",
+    ),
     "train-rfm": ("lrsvqa.cli.train_rfm_cmd", "train_rfm", "Distil a Region Focus Module."),
-    "eval-rfm": ("lrsvqa.cli.eval_rfm_cmd", "eval_rfm", "Compare an RFM's ranking with its teacher."),
+    "eval-rfm": (
+        "lrsvqa.cli.eval_rfm_cmd",
+        "eval_rfm",
+        "Compare an RFM's ranking with its teacher.",
+    ),
 }
 
 

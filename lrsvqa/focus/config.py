@@ -29,6 +29,7 @@ class FocusConfig:
     max_depth: int | None = None  # finer levels visited below level 0; None: down to native
     tile_score: str = "sum"  # how kept token scores add up to a tile score
     seed: int = 0  # for ``random``
+    focus: str = "attention"  # token scorer: "attention" (training-free) or "distilled:PATH"
 
     def __post_init__(self) -> None:
         if self.selector not in SELECTORS:
@@ -48,6 +49,12 @@ class FocusConfig:
         if self.tile_score not in TILE_SCORES:
             raise ConfigError(
                 f"tile_score must be one of {', '.join(TILE_SCORES)}, got {self.tile_score!r}"
+            )
+        if self.focus != "attention" and not (
+            self.focus.startswith("distilled:") and len(self.focus) > len("distilled:")
+        ):
+            raise ConfigError(
+                f"focus {self.focus!r}: use 'attention' or 'distilled:PATH' (a train-rfm output folder)"
             )
         if self.layers is not None and (not self.layers or min(self.layers) < 0):
             raise ConfigError(f"layers must be non-negative layer indices, got {self.layers}")

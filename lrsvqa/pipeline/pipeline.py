@@ -14,7 +14,13 @@ from lrsvqa.io.scene import Scene
 from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
 from lrsvqa.pipeline.cost import CostReport, peak_rss_mb, prefill_flops
 from lrsvqa.pipeline.session import SceneSession, SessionCache, Stopwatch
-from lrsvqa.prune import PruneConfig, assemble_segments, thumbnail_segment, tile_segment
+from lrsvqa.prune import (
+    PruneConfig,
+    assemble_segments,
+    generate_pruned,
+    thumbnail_segment,
+    tile_segment,
+)
 from lrsvqa.pyramid import PyramidConfig, Tile
 
 if TYPE_CHECKING:
@@ -67,13 +73,14 @@ class Pipeline:
         self.max_new_tokens = max_new_tokens
         self.progress = progress
         self.sessions = SessionCache(max_scenes)
-        self.scorer = AttentionScorer(self.focus.layers)
+        self.scorer: Any = AttentionScorer(self.focus.layers)
+        if self.focus.focus.startswith("distilled:"):
+            from lrsvqa.focus.distilled import load_scorer
+
+            self.scorer = load_scorer(self.focus.focus.split(":", 1)[1], adapter)
         if self.focus.selector == "rfm":
             self.scorer.resolve_layers(adapter)  # bad layer indices fail now, not mid-run
-        if self.prune.llm != "none":
-            raise ConfigError(
-                f"LLM pruner {self.prune.llm!r} is not available in this version; use none"
-            )
+        self.prune.llm.validate(caps.num_layers)
 
     @classmethod
     def from_pretrained(
@@ -124,7 +131,14 @@ class Pipeline:
             "focus_layers": list(self.scorer.resolve_layers(self.adapter))
             if self.focus.selector == "rfm"
             else None,
+            "focus_scorer": getattr(self.scorer, "name", "attention"),
+            "distilled_rfm": self.scorer.meta.to_dict() if hasattr(self.scorer, "meta") else None,
             "prune": self.prune.to_dict(),
+            "pdrop_boundaries": list(
+                self.prune.llm.boundaries(self.adapter.capabilities.num_layers)
+            )
+            if self.prune.llm.method == "pdrop"
+            else None,
             "generation": {"max_new_tokens": self.max_new_tokens, "do_sample": False},
         }
 
@@ -182,7 +196,9 @@ class Pipeline:
         segments = assemble_segments(focus, thumbnail, self.prune)
         start = time.perf_counter()
         inputs = self.adapter.build_inputs(segments, question)
-        generation = self.adapter.generate(inputs, max_new_tokens=self.max_new_tokens)
+        generation, per_layer = generate_pruned(
+            self.adapter, inputs, self.prune.llm, max_new_tokens=self.max_new_tokens
+        )
         watch.add("generate", time.perf_counter() - start)
         watch.seconds["focus"] = watch.seconds.get("focus", 0.0)
         watch.seconds["total"] = time.perf_counter() - start_all
@@ -198,11 +214,11 @@ class Pipeline:
             focus_layers=focus_layers,
             llm_vision_tokens=n_vision,
             llm_prompt_tokens=inputs.length,
-            llm_tokens_per_layer=[inputs.length] * caps.num_layers,
+            llm_tokens_per_layer=list(per_layer),
             new_tokens=len(generation.token_ids),
             vision_flops=caps.vision_flops_per_tile * sum(tiles_encoded.values()),
             focus_flops=sum(prefill_flops(caps, [n] * focus_layers) for n in passes),
-            llm_flops=prefill_flops(caps, [inputs.length] * caps.num_layers),
+            llm_flops=prefill_flops(caps, per_layer),
             seconds=dict(watch.seconds),
             peak_rss_mb=peak_rss_mb(),
         )

@@ -7,17 +7,15 @@ scrambles the spatial layout and relations across tiles stay visible.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lrsvqa.errors import ConfigError
+from lrsvqa.prune.llm import LLMPruneConfig
 
 if TYPE_CHECKING:
     from lrsvqa.focus.select import FocusResult
     from lrsvqa.models.base import VisionSegment, VisionTokens
     from lrsvqa.pyramid import Tile
-
-LLM_PRUNERS = ("none", "pdrop", "fastv")
 
 
 @dataclass(frozen=True)
@@ -25,16 +23,10 @@ class PruneConfig:
     """What reaches the LLM, and any pruning inside it."""
 
     thumbnail: bool = True  # the global thumbnail's tokens go first
-    llm: str = "none"  # pruning inside the LLM: none | pdrop | fastv
-
-    def __post_init__(self) -> None:
-        if self.llm not in LLM_PRUNERS:
-            raise ConfigError(
-                f"unknown LLM pruner {self.llm!r}; choose one of {', '.join(LLM_PRUNERS)}"
-            )
+    llm: LLMPruneConfig = field(default_factory=LLMPruneConfig)  # dropping inside the LLM
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"thumbnail": self.thumbnail, "llm": self.llm.to_dict()}
 
 
 def thumbnail_segment(tokens: VisionTokens) -> VisionSegment:

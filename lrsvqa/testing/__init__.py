@@ -1,6 +1,7 @@
 """Synthetic rasters with known content for tests, demos and benchmarks."""
 
 from lrsvqa.testing.geotiff import expected_values, write_geotiff
+from lrsvqa.testing.questions import write_synthetic
 from lrsvqa.testing.scenes import (
     Ship,
     SyntheticScene,
@@ -17,4 +18,5 @@ __all__ = [
     "make_ship_scene",
     "place_ships",
     "write_geotiff",
+    "write_synthetic",
 ]
