@@ -27,6 +27,7 @@ class BandStretch:
         scaled = (values.astype(np.float64, copy=False) - self.low) * (
             255.0 / (self.high - self.low)
         )
+        scaled[~valid] = 0.0  # NaN and nodata never reach the cast
         np.clip(scaled, 0.0, 255.0, out=scaled)
         np.copyto(out, np.rint(scaled).astype(np.uint8), where=valid)
         return out
