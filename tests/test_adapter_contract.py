@@ -161,12 +161,45 @@ def test_attention_stops_after_deepest_layer(family: str, adapters: dict[str, An
     handles = [
         m.register_forward_pre_hook(lambda *_, i=i: ran.append(i)) for i, m in enumerate(layers)
     ]
+    ad._focus_prefix = None  # a cold call: the vision prefix runs, then the question
     try:
+        ad.attention(inputs, [1])
+        cold = list(ran)
+        ran.clear()
         ad.attention(inputs, [1])
     finally:
         for h in handles:
             h.remove()
-    assert ran == [0, 1]
+    assert cold == [0, 1, 0, 1] and ran == [0, 1]  # never a layer past the deepest
+    assert _no_hooks(ad.model)
+
+
+def test_cached_vision_prefix_gives_the_same_attention(
+    family: str, adapters: dict[str, Any]
+) -> None:
+    """Focus passes for several questions about the same tiles reuse the prefix's KV cache."""
+    from lrsvqa.models.hooks import read_attention
+
+    ad = adapters[family]
+    lm = ad.language_model()
+    ad._focus_prefix = None
+    hits = ad.prefix_hits
+    for question in (QUESTION, "Is there a bright ship near the coast on the left side?"):
+        inputs = ad.build_inputs(ad.stock_segments(IMAGE), question)
+        got = ad.attention(inputs, [1, 3])
+        positions = ad.generation_position_ids(inputs)
+
+        def run(inputs: Any = inputs, positions: Any = positions) -> Any:
+            return lm(
+                inputs_embeds=inputs.inputs_embeds,
+                attention_mask=inputs.attention_mask,
+                position_ids=positions,
+                use_cache=False,
+            )
+
+        want = read_attention(lm.layers, [1, 3], run)[:, :, inputs.vision_positions]
+        assert (got - want).abs().max().item() <= 1e-5
+    assert ad.prefix_hits == hits + 1  # the second question reused the first one's prefix
     assert _no_hooks(ad.model)
 
 

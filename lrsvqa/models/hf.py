@@ -33,7 +33,7 @@ from lrsvqa.models.base import (
     VisionTokens,
 )
 from lrsvqa.models.cache import CacheStats, TileCache, image_key
-from lrsvqa.models.hooks import read_attention
+from lrsvqa.models.hooks import read_attention, run_until
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -41,6 +41,44 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEXT, VISION, SEPARATOR = 0, 1, 2
+
+
+def _cache_kwarg(lm: Any, cache: Any) -> dict[str, Any]:
+    """The KV-cache keyword of ``lm.forward``: ``cache`` in newer transformers 5 releases,
+    ``past_key_values`` before."""
+    import inspect
+
+    params = inspect.signature(type(lm).forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+@dataclass
+class _FocusPrefix:
+    """KV cache of a prompt's vision prefix, reused by focus passes for other questions."""
+
+    embeds: torch.Tensor  # (1, P, hidden)
+    positions: torch.Tensor  # generation position ids [..., :P]
+    cache: Any  # DynamicCache holding layers 0..deepest
+    deepest: int
+
+    @property
+    def length(self) -> int:
+        return int(self.embeds.shape[1])
+
+    def matches(self, embeds: torch.Tensor, positions: torch.Tensor, deepest: int) -> bool:
+        p = self.length
+        return (
+            self.deepest >= deepest
+            and embeds.shape[1] > p
+            and torch.equal(self.embeds, embeds[:, :p])
+            and torch.equal(self.positions, positions[..., :p])
+        )
+
+    def trim(self) -> None:
+        """Drop what a pass appended after the prefix."""
+        for layer in self.cache.layers:
+            if layer.is_initialized and layer.keys.shape[-2] > self.length:
+                layer.crop(self.length - layer.keys.shape[-2])
 
 
 @dataclass
@@ -65,6 +103,8 @@ class HFAdapter(Adapter):
         super().__init__(model, processor, model_id=model_id, revision=revision)
         self.tile_cache = TileCache()
         self._caps: Capabilities | None = None
+        self._focus_prefix: _FocusPrefix | None = None
+        self.prefix_hits = 0
 
     # ----------------------------------------------------------------- description
     @classmethod
@@ -328,16 +368,74 @@ class HFAdapter(Adapter):
                 f"layer {bad[0]} is out of range: {self.family} has {n_layers} layers"
             )
 
-        def run() -> Any:
+        positions = self.generation_position_ids(inputs)
+        prefix = self._prefix_for(inputs, positions, max(layers))
+        if prefix is None:
+
+            def run() -> Any:
+                return lm(
+                    inputs_embeds=inputs.inputs_embeds,
+                    attention_mask=inputs.attention_mask,
+                    position_ids=positions,
+                    use_cache=False,
+                )
+
+            full = read_attention(lm.layers, layers, run)
+        else:
+            # The vision prefix is the same for every question about the same tiles: only
+            # the question's tokens run, against the cached keys and values of the prefix.
+            p, cache = prefix.length, prefix.cache
+
+            def run_suffix() -> Any:
+                return lm(
+                    inputs_embeds=inputs.inputs_embeds[:, p:],
+                    attention_mask=inputs.attention_mask,
+                    position_ids=positions[..., p:],
+                    use_cache=True,
+                    **_cache_kwarg(lm, cache),
+                )
+
+            try:
+                full = read_attention(
+                    lm.layers, layers, run_suffix, prefix_keys=lambda i: cache.layers[i].keys
+                )
+            finally:
+                prefix.trim()
+        return full[:, :, inputs.vision_positions.to(full.device)]
+
+    def _prefix_for(
+        self, inputs: PreparedInputs, positions: torch.Tensor, deepest: int
+    ) -> _FocusPrefix | None:
+        """The cached vision prefix of ``inputs`` (filled now if new); None: no split."""
+        marks = torch.cat([inputs.vision_positions, inputs.separator_positions])
+        if marks.numel() == 0:
+            return None
+        p = int(marks.max()) + 1
+        if p >= inputs.length:
+            return None
+        cached = self._focus_prefix
+        if cached is not None and cached.matches(inputs.inputs_embeds, positions, deepest):
+            self.prefix_hits += 1
+            return cached
+        from transformers import DynamicCache
+
+        lm = self.language_model()
+        cache = DynamicCache(config=lm.config)
+
+        def run_prefix() -> Any:
             return lm(
-                inputs_embeds=inputs.inputs_embeds,
-                attention_mask=inputs.attention_mask,
-                position_ids=self.generation_position_ids(inputs),
-                use_cache=False,
+                inputs_embeds=inputs.inputs_embeds[:, :p],
+                attention_mask=inputs.attention_mask[:, :p],
+                position_ids=positions[..., :p],
+                use_cache=True,
+                **_cache_kwarg(lm, cache),
             )
 
-        full = read_attention(lm.layers, layers, run)
-        return full[:, :, inputs.vision_positions.to(full.device)]
+        run_until(lm.layers, deepest, run_prefix)
+        self._focus_prefix = _FocusPrefix(
+            inputs.inputs_embeds[:, :p].clone(), positions[..., :p].clone(), cache, deepest
+        )
+        return self._focus_prefix
 
     # -------------------------------------------------------------------- generate
     def generate(

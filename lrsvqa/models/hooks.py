@@ -30,9 +30,16 @@ def _rotary_fn(attn: torch.nn.Module) -> Callable[..., Any]:
 
 
 def layer_attention(
-    layer: torch.nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]
+    layer: torch.nn.Module,
+    hidden: torch.Tensor,
+    kwargs: dict[str, Any],
+    prefix_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax attention of the last position over all keys: (batch, heads, L), float32."""
+    """Softmax attention of the last position over all keys: (batch, heads, L), float32.
+
+    ``prefix_keys`` (batch, kv_heads, P, head_dim), already rotated, are the keys of
+    positions that precede ``hidden`` (a KV cache): they join the keys computed here.
+    """
     attn: Any = layer.self_attn
     x = layer.input_layernorm(hidden)  # type: ignore[operator]
     b, length, _ = x.shape
@@ -48,6 +55,9 @@ def layer_attention(
     rotate = _rotary_fn(attn)
     q, _ = rotate(q, q, cos[:, -1:], sin[:, -1:])
     k, _ = rotate(k, k, cos, sin)
+    if prefix_keys is not None:
+        k = torch.cat([prefix_keys.to(k.dtype), k], dim=2)
+        length = k.shape[2]
     n_rep = q.shape[1] // k.shape[1]
     if n_rep > 1:
         k = k.repeat_interleave(n_rep, dim=1)
@@ -65,8 +75,12 @@ def read_attention(
     decoder_layers: Sequence[torch.nn.Module],
     layers: Sequence[int],
     run: Callable[[], Any],
+    prefix_keys: Callable[[int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Run ``run()`` with readout hooks on ``layers``; return (len(layers), heads, L) of batch 0."""
+    """Run ``run()`` with readout hooks on ``layers``; return (len(layers), heads, L) of batch 0.
+
+    ``prefix_keys(layer)`` gives the cached keys of a prefix that ``run`` does not recompute.
+    """
     wanted = sorted(set(layers))
     deepest = wanted[-1]
     found: dict[int, torch.Tensor] = {}
@@ -74,7 +88,8 @@ def read_attention(
     def make_hook(idx: int) -> Callable[..., None]:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             hidden = args[0] if args else kwargs["hidden_states"]
-            found[idx] = layer_attention(module, hidden, kwargs)[0]
+            cached = prefix_keys(idx) if prefix_keys is not None else None
+            found[idx] = layer_attention(module, hidden, kwargs, cached)[0]
             if idx == deepest:
                 raise _StopForward
 
@@ -95,3 +110,19 @@ def read_attention(
         for handle in handles:
             handle.remove()
     return torch.stack([found[i] for i in layers])
+
+
+def run_until(decoder_layers: Sequence[torch.nn.Module], last: int, run: Callable[[], Any]) -> None:
+    """Run ``run()`` but stop right after decoder layer ``last`` (e.g. to fill a KV cache)."""
+
+    def stop(module: torch.nn.Module, args: Any, output: Any) -> None:
+        raise _StopForward
+
+    handle = decoder_layers[last].register_forward_hook(stop)
+    try:
+        with torch.no_grad():
+            run()
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
