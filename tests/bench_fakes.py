@@ -19,8 +19,6 @@ import json
 import sys
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,6 @@ from typing import Any
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LRS_VQA = SHARED_DATA / "LRS_VQA_merged.jsonl"
 
-BENCH_COMMANDS = {
-    "bench": ("lrsvqa.cli.bench_cmd", "bench", "Run a model over LRS-VQA (resumable)."),
-    "report": ("lrsvqa.cli.report_cmd", "report", "Report on a benchmark run."),
-}
 WRONG = "zebra"  # the fake's wrong answer: no WordNet synset shared with any ground truth
 
 
@@ -180,28 +174,12 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-@contextmanager
-def bench_commands() -> Iterator[None]:
-    """Register ``bench`` and ``report`` in the CLI's table for the duration (if absent)."""
-    from lrsvqa.cli import main as cli_main
-
-    added = [k for k in BENCH_COMMANDS if k not in cli_main.SUBCOMMANDS]
-    for key in added:
-        cli_main.SUBCOMMANDS[key] = BENCH_COMMANDS[key]
-    try:
-        yield
-    finally:
-        for key in added:
-            del cli_main.SUBCOMMANDS[key]
-
-
 def _main() -> int:
     from lrsvqa.cli import bench_cmd
     from lrsvqa.cli.main import main
 
     bench_cmd.make_answerer = fake_answerer  # type: ignore[assignment]
-    with bench_commands():
-        return main()
+    return main()
 
 
 if __name__ == "__main__":

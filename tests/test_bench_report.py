@@ -16,7 +16,6 @@ from lrsvqa.cli import bench_cmd
 from lrsvqa.cli import main as cli_main
 from lrsvqa.errors import DataError
 from tests.bench_fakes import (
-    BENCH_COMMANDS,
     LRS_VQA,
     fake_answerer,
     subset_rows,
@@ -25,12 +24,6 @@ from tests.bench_fakes import (
 )
 
 BOX = [0, 0, 100, 100]
-
-
-@pytest.fixture(autouse=True)
-def commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, spec in BENCH_COMMANDS.items():
-        monkeypatch.setitem(cli_main.SUBCOMMANDS, key, spec)
 
 
 def row(qid: str, text: str, gt: str, category: str, **extra: Any) -> dict[str, Any]:

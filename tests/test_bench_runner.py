@@ -35,7 +35,6 @@ from lrsvqa.cli import bench_cmd
 from lrsvqa.cli import main as cli_main
 from lrsvqa.errors import ConfigError
 from tests.bench_fakes import (
-    BENCH_COMMANDS,
     LRS_VQA,
     answers_right,
     fake_answerer,
@@ -60,8 +59,6 @@ def data(tmp_path: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
 @pytest.fixture(autouse=True)
 def fake_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench_cmd, "make_answerer", fake_answerer)
-    for key, spec in BENCH_COMMANDS.items():
-        monkeypatch.setitem(cli_main.SUBCOMMANDS, key, spec)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
 
@@ -418,8 +415,6 @@ def test_malformed_resume_file_names_the_line(data, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_the_real_pipeline_with_a_tiny_model(data, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.undo()  # the real make_answerer (lrsvqa.pipeline.Pipeline)
-    for key, spec in BENCH_COMMANDS.items():
-        monkeypatch.setitem(cli_main.SUBCOMMANDS, key, spec)
     out = tmp_path / "run"
     args = bench_args(data, out, "--limit", "3", "--device", "cpu", "--json")
     args[args.index("fake/echo")] = "tiny/qwen2_vl"

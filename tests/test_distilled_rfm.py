@@ -194,15 +194,9 @@ def test_cached_teacher_targets(trained: Any) -> None:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch) -> Any:
+def cli() -> Any:
     from lrsvqa.cli import main as cli_main
 
-    monkeypatch.setitem(
-        cli_main.SUBCOMMANDS, "train-rfm", ("lrsvqa.cli.train_rfm_cmd", "train_rfm", "")
-    )
-    monkeypatch.setitem(
-        cli_main.SUBCOMMANDS, "eval-rfm", ("lrsvqa.cli.eval_rfm_cmd", "eval_rfm", "")
-    )
     return cli_main.main
 
 
