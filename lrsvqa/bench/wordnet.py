@@ -140,14 +140,12 @@ def find_nltk_corpus() -> object | None:
     """An NLTK ``wordnet`` corpus already on ``nltk.data.path``, or None."""
     import nltk
 
-    try:
-        return nltk.data.find("corpora/wordnet")
-    except LookupError:
-        pass
-    try:
-        return nltk.data.find("corpora/wordnet.zip/wordnet/")
-    except LookupError:
-        return None
+    for resource in ("corpora/wordnet", "corpora/wordnet.zip/wordnet/"):
+        try:
+            return nltk.data.find(resource)
+        except LookupError:
+            continue
+    return None
 
 
 def find_dict_dir() -> Path | None:

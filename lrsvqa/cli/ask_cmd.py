@@ -204,8 +204,7 @@ def ask(
     check_question(question)
     band_choice = parse_bands(bands)
     # Open the scene before loading the model: a bad file fails in a second, not a minute.
-    with open_scene(scene, bands=band_choice):
-        pass
+    open_scene(scene, bands=band_choice).close()
     with build_pipeline(progress=not as_json, **model_kw) as pipeline:
         if pipeline.model_id.startswith("tiny/") and not as_json:
             click.echo(

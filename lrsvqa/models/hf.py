@@ -16,6 +16,7 @@ Thumbnail blocks get no newline, as the stock base image. Separators are recorde
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -108,13 +109,14 @@ class HFAdapter(Adapter):
 
     # ----------------------------------------------------------------- description
     @classmethod
+    @abstractmethod
     def capabilities_for(cls, config: Any) -> Capabilities:
-        raise NotImplementedError
+        """The family's capabilities for a model config."""
 
     @classmethod
+    @abstractmethod
     def reference_config(cls) -> Any:
         """The config of ``reference_model_id``, built locally (no download)."""
-        raise NotImplementedError
 
     @property
     def capabilities(self) -> Capabilities:
@@ -169,9 +171,9 @@ class HFAdapter(Adapter):
             out = [got if got is not None else by_key[k] for k, got in zip(keys, out, strict=True)]
         return [t for t in out if t is not None]
 
+    @abstractmethod
     def encode_images(self, images: list[np.ndarray]) -> list[VisionTokens]:
         """Encode without the cache (batched); images are already checked."""
-        raise NotImplementedError
 
     @staticmethod
     def to_pil(image: np.ndarray) -> Image.Image:

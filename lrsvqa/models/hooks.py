@@ -11,6 +11,7 @@ Every hook is removed in ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -101,11 +102,8 @@ def read_attention(
             handles.append(
                 decoder_layers[idx].register_forward_pre_hook(make_hook(idx), with_kwargs=True)
             )
-        try:
-            with torch.no_grad():
-                run()
-        except _StopForward:
-            pass
+        with contextlib.suppress(_StopForward), torch.no_grad():
+            run()
     finally:
         for handle in handles:
             handle.remove()
@@ -120,9 +118,7 @@ def run_until(decoder_layers: Sequence[torch.nn.Module], last: int, run: Callabl
 
     handle = decoder_layers[last].register_forward_hook(stop)
     try:
-        with torch.no_grad():
+        with contextlib.suppress(_StopForward), torch.no_grad():
             run()
-    except _StopForward:
-        pass
     finally:
         handle.remove()
