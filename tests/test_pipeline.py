@@ -96,7 +96,11 @@ def test_cache_is_reused_across_questions(ship_scene: Path) -> None:
     encoded = adapter.encoded_images
     second = pipeline.ask(ship_scene, "is there a ship?")
     assert adapter.encoded_images == encoded  # same tiles: nothing re-read or re-encoded
-    assert second.cost.cache_hits == sum(first.cost.tiles_encoded.values()) - 1
+    assert first.cost.cache_hits == 0
+    assert second.cost.cache_hits == sum(first.cost.tiles_encoded.values())  # thumbnail too
+    assert second.cost.tiles_encoded == {} and second.cost.vision_flops == 0
+    assert second.cost.vision_tokens == first.cost.vision_tokens == first.cost.vision_tokens_encoded
+    assert second.cost.flops < first.cost.flops
     assert second.evidence.to_dict() == first.evidence.to_dict()
 
 
@@ -175,3 +179,11 @@ def test_read_window_and_stub_tokens_agree(ship_scene: Path) -> None:
         tile = scene.read(Window(1484, 392, 56, 56))
     tokens = adapter.encode([tile])[0]
     assert tokens.embeds[:, 0].max() > 0.9
+
+
+def test_all_over_budget_says_what_was_cut(ship_scene: Path) -> None:
+    answer = _pipeline(selector="all", token_budget=100).ask(ship_scene, "q")
+    assert answer.cost.llm_vision_tokens <= 100
+    assert answer.notes and "raise --budget to 160" in answer.notes[0]
+    assert answer.to_dict()["notes"] == answer.notes
+    assert _pipeline(selector="all", token_budget=160).ask(ship_scene, "q").notes == []

@@ -297,29 +297,28 @@ def build_report(
 
 def write_charts(report: RunReport, out_dir: Path) -> list[Path]:
     """One bar chart per source (accuracy per category) as ``accuracy_<source>.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: never needs a display
-    import matplotlib.pyplot as plt
+    # A bare Figure with its own Agg canvas: headless, and the process's pyplot backend
+    # (a notebook's inline plots) is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     paths: list[Path] = []
     for g in report.by_source.groups:
         names = [c.category for c in g.categories]
         accs = [100 * (c.accuracy or 0.0) for c in g.categories]
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-        try:
-            ax.bar(range(len(names)), accs, color="#4477aa")
-            ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-            ax.set_ylim(0, 100)
-            ax.set_ylabel("accuracy (%)")
-            aa = "n/a" if g.aa is None else f"{100 * g.aa:.2f}%"
-            ax.set_title(f"{g.name}: accuracy per category (AA {aa}, {g.total} answers)")
-            fig.tight_layout()
-            path = out_dir / f"accuracy_{g.name}.png"
-            fig.savefig(path)
-            paths.append(path)
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(8, 4.5), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.bar(range(len(names)), accs, color="#4477aa")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy (%)")
+        aa = "n/a" if g.aa is None else f"{100 * g.aa:.2f}%"
+        ax.set_title(f"{g.name}: accuracy per category (AA {aa}, {g.total} answers)")
+        fig.tight_layout()
+        path = out_dir / f"accuracy_{g.name}.png"
+        fig.savefig(path)
+        paths.append(path)
     return paths
 
 

@@ -87,6 +87,7 @@ class RunOptions:
     skip_missing: bool = False
     progress: bool = True
     focus: str = "attention"  # token scorer: attention or distilled:PATH
+    max_new_tokens: int = 32
     llm_prune: dict[str, Any] = field(default_factory=dict)  # LLMPruneConfig fields
 
     def identity(self) -> dict[str, Any]:
@@ -100,6 +101,7 @@ class RunOptions:
             "budget": self.budget,
             "focus": self.focus,
             "llm_prune": self.llm_prune,
+            "max_new_tokens": self.max_new_tokens,
         }
 
     def data_dict(self) -> dict[str, Any]:

@@ -157,6 +157,8 @@ def report(answer: Any, as_json: bool, geojson: str | None, overlay: str | None)
         data["outputs"] = {"geojson": geojson, "overlay": overlay}
         echo_json(data)
         return
+    for note in answer.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(answer.text)
     click.echo(f"[{answer.cost.summary()}]")
     if answer.evidence.crs is None and answer.evidence.tiles:

@@ -50,6 +50,7 @@ def make_answerer(options: RunOptions) -> Answerer:
         focus=FocusConfig(**focus),
         prune=PruneConfig(llm=LLMPruneConfig(**options.llm_prune)),
         device=options.device,
+        max_new_tokens=options.max_new_tokens,
     )
 
 
@@ -103,6 +104,13 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     show_default=True,
     help="auto, cpu, cuda, cuda:N (auto under torchrun: cuda:$LOCAL_RANK).",
 )
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Most tokens per answer (LRS-VQA answers are a word or phrase).",
+)
 @focus_option
 @llm_prune_options
 @json_option
@@ -125,6 +133,7 @@ def bench(
     shard: str | None,
     skip_missing: bool,
     device: str,
+    max_new_tokens: int,
     focus: str,
     as_json: bool,
     **llm_prune: Any,
@@ -178,6 +187,7 @@ def bench(
         skip_missing=skip_missing,
         progress=not as_json,
         focus=focus,
+        max_new_tokens=max_new_tokens,
         llm_prune=llm_prune_config(**llm_prune).to_dict(),
     )
     summary = run_benchmark(options, make_answerer)

@@ -58,6 +58,7 @@ class FocusResult:
     final_tiles: list[Tile] = field(default_factory=list)
     final_keep: list[np.ndarray] = field(default_factory=list)  # sorted raster indices per tile
     final_tokens: list[VisionTokens] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the user should know (budget cuts)
 
     @property
     def finest_level(self) -> int | None:
@@ -72,6 +73,7 @@ class FocusResult:
             "selector": self.config.selector,
             "finest_level": self.finest_level,
             "kept_tokens": self.kept_tokens,
+            "notes": list(self.notes),
             "levels": [
                 {
                     "level": lvl.level,
@@ -185,6 +187,12 @@ def _select_all(
     keep = [np.arange(t.n) for t in tokens]
     if not fitting:  # even level 0 is too big: keep its first tokens up to the budget
         keep = _cap(keep, llm_room)
+        need = level.n_tiles * tokens_per_tile + config.token_budget - llm_room
+        result.notes.append(
+            f"selector 'all': level 0 ({level.n_tiles} tiles) needs {need:,} vision tokens with "
+            f"the thumbnail, over the budget of {config.token_budget:,}; its last tokens in "
+            f"raster order were cut (raise --budget to {need:,} to keep them all)"
+        )
     result.levels.append(
         _level(
             pyramid,

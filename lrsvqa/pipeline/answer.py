@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,11 +133,14 @@ class Answer:
     cost: CostReport
     config: dict[str, Any]
     focus: Any = None  # the FocusResult (token scores per level), for overlays
+    notes: list[str] = field(default_factory=list)  # e.g. a budget that cut tokens
 
     def to_geojson(self, crs: str = "scene") -> dict[str, Any]:
         return self.evidence.to_geojson(crs)
 
-    def save_overlay(self, path: str, *, pyramid: Any = None, panel_size: int = 512) -> str:
+    def save_overlay(
+        self, path: str | os.PathLike[str], *, pyramid: Any = None, panel_size: int = 512
+    ) -> str:
         """Write a PNG: focus heat per level and the chosen tiles on the scene thumbnail."""
         from lrsvqa.pipeline.overlay import render_overlay
 
@@ -150,4 +154,5 @@ class Answer:
             "evidence": self.evidence.to_dict(),
             "cost": self.cost.to_dict(),
             "config": self.config,
+            "notes": list(self.notes),
         }

@@ -48,9 +48,12 @@ def peak_rss_mb() -> float:
 class CostReport:
     """What one answer cost."""
 
-    vision_tokens_encoded: dict[str, int] = field(default_factory=dict)  # "thumbnail", "0", "1"…
+    # Per level ("thumbnail", "0", "1"…): tokens of every tile the focus looked at, and
+    # those the vision tower actually ran for this question (the rest came from the cache).
+    vision_tokens: dict[str, int] = field(default_factory=dict)
+    vision_tokens_encoded: dict[str, int] = field(default_factory=dict)
     tiles_encoded: dict[str, int] = field(default_factory=dict)
-    cache_hits: int = 0  # tiles whose encoding came from the per-scene cache
+    cache_hits: int = 0  # tiles (thumbnail included) served from the per-scene cache
     focus_passes: list[int] = field(default_factory=list)  # sequence length of each focus pass
     focus_layers: int = 0  # decoder layers each focus pass runs
     llm_vision_tokens: int = 0  # vision tokens in the LLM input
@@ -77,10 +80,11 @@ class CostReport:
         return data
 
     def summary(self) -> str:
+        looked = sum(self.vision_tokens.values())
         encoded = sum(self.vision_tokens_encoded.values())
         secs = self.seconds.get("total", 0.0)
         return (
-            f"{self.llm_vision_tokens} vision tokens to the LLM ({encoded} encoded, "
-            f"{self.cache_hits} tiles from cache), {self.tflops:.3g} TFLOPs, {secs:.2f} s, "
-            f"peak RSS {self.peak_rss_mb:.0f} MB"
+            f"{self.llm_vision_tokens:,} vision tokens to the LLM ({looked:,} looked at, "
+            f"{encoded:,} newly encoded, {self.cache_hits} tiles from cache), "
+            f"{self.tflops:.3g} TFLOPs, {secs:.2f} s, peak RSS {self.peak_rss_mb:,.0f} MB"
         )

@@ -160,18 +160,26 @@ class Pipeline:
         start_all = time.perf_counter()
         watch = Stopwatch()
         session = self.session(scene, bands)
-        hits_before = session.hits
         caps = self.adapter.capabilities
+        thumbnail_cached = session.has_thumbnail
         thumbnail = session.thumbnail_tokens(watch)
-        encoded: dict[str, int] = {"thumbnail": thumbnail.n}
-        tiles_encoded: dict[str, int] = {"thumbnail": 1}
+        used: dict[str, int] = {"thumbnail": thumbnail.n}
+        encoded: dict[str, int] = {} if thumbnail_cached else {"thumbnail": thumbnail.n}
+        tiles_encoded: dict[str, int] = {} if thumbnail_cached else {"thumbnail": 1}
+        hits = int(thumbnail_cached)
 
         def encode(tiles: Sequence[Tile]) -> list[VisionTokens]:
+            nonlocal hits
+            fresh = {t.key for t in tiles if not session.has(t)}
             tokens = session.encode_tiles(tiles, watch, progress=self.progress)
             for tile, tok in zip(tiles, tokens, strict=True):
                 key = str(tile.level)
-                encoded[key] = encoded.get(key, 0) + tok.n
-                tiles_encoded[key] = tiles_encoded.get(key, 0) + 1
+                used[key] = used.get(key, 0) + tok.n
+                if tile.key in fresh:
+                    encoded[key] = encoded.get(key, 0) + tok.n
+                    tiles_encoded[key] = tiles_encoded.get(key, 0) + 1
+                else:
+                    hits += 1
             return tokens
 
         passes_before = len(self.scorer.passes)
@@ -207,9 +215,10 @@ class Pipeline:
         focus_layers = max(self.scorer.resolve_layers(self.adapter)) + 1 if passes else 0
         n_vision = int(inputs.vision_positions.numel() + inputs.separator_positions.numel())
         cost = CostReport(
+            vision_tokens=used,
             vision_tokens_encoded=encoded,
             tiles_encoded=tiles_encoded,
-            cache_hits=session.hits - hits_before,
+            cache_hits=hits,
             focus_passes=list(passes),
             focus_layers=focus_layers,
             llm_vision_tokens=n_vision,
@@ -230,9 +239,12 @@ class Pipeline:
             cost=cost,
             config=self.config_dict(),
             focus=focus,
+            notes=list(focus.notes),
         )
 
-    def save_overlay(self, answer: Answer, path: str, *, panel_size: int = 512) -> str:
+    def save_overlay(
+        self, answer: Answer, path: str | os.PathLike[str], *, panel_size: int = 512
+    ) -> str:
         """The answer's overlay PNG, reusing this pipeline's open scene."""
         session = self.session(answer.scene)
         return answer.save_overlay(path, pyramid=session.pyramid, panel_size=panel_size)

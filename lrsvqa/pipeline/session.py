@@ -68,6 +68,14 @@ class SceneSession:
     def cached_bytes(self) -> int:
         return self._bytes
 
+    def has(self, tile: Tile) -> bool:
+        """Whether ``tile``'s encoding is in the cache."""
+        return tile.key in self._tiles
+
+    @property
+    def has_thumbnail(self) -> bool:
+        return self._thumbnail is not None
+
     def thumbnail_tokens(self, watch: Stopwatch) -> VisionTokens:
         if self._thumbnail is None:
             start = time.perf_counter()
