@@ -161,7 +161,7 @@ def test_attention_stops_after_deepest_layer(family: str, adapters: dict[str, An
     handles = [
         m.register_forward_pre_hook(lambda *_, i=i: ran.append(i)) for i, m in enumerate(layers)
     ]
-    ad._focus_prefix = None  # a cold call: the vision prefix runs, then the question
+    ad.clear_focus_cache()  # a cold call: the vision prefix runs, then the question
     try:
         ad.attention(inputs, [1])
         cold = list(ran)
@@ -182,7 +182,7 @@ def test_cached_vision_prefix_gives_the_same_attention(
 
     ad = adapters[family]
     lm = ad.language_model()
-    ad._focus_prefix = None
+    ad.clear_focus_cache()
     hits = ad.prefix_hits
     for question in (QUESTION, "Is there a bright ship near the coast on the left side?"):
         inputs = ad.build_inputs(ad.stock_segments(IMAGE), question)
@@ -200,6 +200,11 @@ def test_cached_vision_prefix_gives_the_same_attention(
         want = read_attention(lm.layers, [1, 3], run)[:, :, inputs.vision_positions]
         assert (got - want).abs().max().item() <= 1e-5
     assert ad.prefix_hits == hits + 1  # the second question reused the first one's prefix
+    # Another image's prefix (another pyramid level) does not evict the first one.
+    other = ad.build_inputs(ad.stock_segments(_image(300, 448, seed=7)), QUESTION)
+    ad.attention(other, [1])
+    ad.attention(ad.build_inputs(ad.stock_segments(IMAGE), "A third question?"), [1])
+    assert ad.prefix_hits == hits + 2
     assert _no_hooks(ad.model)
 
 

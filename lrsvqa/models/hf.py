@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEXT, VISION, SEPARATOR = 0, 1, 2
+FOCUS_PREFIXES = 6  # vision prefixes kept for focus passes: one per level of a scene
 
 
 def _cache_kwarg(lm: Any, cache: Any) -> dict[str, Any]:
@@ -104,7 +105,8 @@ class HFAdapter(Adapter):
         super().__init__(model, processor, model_id=model_id, revision=revision)
         self.tile_cache = TileCache()
         self._caps: Capabilities | None = None
-        self._focus_prefix: _FocusPrefix | None = None
+        # Vision prefixes of recent focus passes (one per pyramid level of the current scene).
+        self._focus_prefixes: list[_FocusPrefix] = []
         self.prefix_hits = 0
 
     # ----------------------------------------------------------------- description
@@ -415,10 +417,11 @@ class HFAdapter(Adapter):
         p = int(marks.max()) + 1
         if p >= inputs.length:
             return None
-        cached = self._focus_prefix
-        if cached is not None and cached.matches(inputs.inputs_embeds, positions, deepest):
-            self.prefix_hits += 1
-            return cached
+        for i, cached in enumerate(self._focus_prefixes):
+            if cached.matches(inputs.inputs_embeds, positions, deepest):
+                self.prefix_hits += 1
+                self._focus_prefixes.append(self._focus_prefixes.pop(i))  # most recent last
+                return cached
         from transformers import DynamicCache
 
         lm = self.language_model()
@@ -434,10 +437,15 @@ class HFAdapter(Adapter):
             )
 
         run_until(lm.layers, deepest, run_prefix)
-        self._focus_prefix = _FocusPrefix(
+        prefix = _FocusPrefix(
             inputs.inputs_embeds[:, :p].clone(), positions[..., :p].clone(), cache, deepest
         )
-        return self._focus_prefix
+        self._focus_prefixes = [*self._focus_prefixes[-(FOCUS_PREFIXES - 1) :], prefix]
+        return prefix
+
+    def clear_focus_cache(self) -> None:
+        """Forget the cached vision prefixes (e.g. to time a cold focus pass)."""
+        self._focus_prefixes.clear()
 
     # -------------------------------------------------------------------- generate
     def generate(
