@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from lrsvqa.errors import ConfigError, ModelError
+from lrsvqa.focus.scoring import candidate_distribution, scores_to_grids
 
 if TYPE_CHECKING:
     from lrsvqa.models.base import Adapter, PreparedInputs, VisionSegment
@@ -178,37 +179,10 @@ class RegionFocusModule(torch.nn.Module):
         return candidate_distribution(att.unsqueeze(0), candidates.to(att.device))
 
 
-def candidate_distribution(attention: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """(layers, heads, L) attention → (n_candidates,): restrict, renormalise per head, mean.
-
-    The same definition as ``AttentionScorer``: softmax over all keys, then restricted to
-    the candidate vision tokens and renormalised per head and layer, then averaged.
-    """
-    att = attention[..., candidates].float()
-    att = att / att.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-    return att.mean(dim=(0, 1))
-
-
 def candidate_positions(inputs: PreparedInputs) -> torch.Tensor:
     """Sequence positions of the candidate tiles' vision tokens (segment >= 1)."""
     mask = inputs.vision_segment >= 1
     return inputs.vision_positions[mask.to(inputs.vision_positions.device)].cpu()
-
-
-def scores_to_grids(
-    scores: np.ndarray, inputs: PreparedInputs, segments: Sequence[VisionSegment]
-) -> list[np.ndarray]:
-    """Candidate scores (in sequence order) → one (rows, cols) array per ``segments[1:]``."""
-    candidate = (inputs.vision_segment >= 1).cpu()
-    seg_of = inputs.vision_segment.cpu()[candidate].numpy()
-    idx_of = inputs.vision_index.cpu()[candidate].numpy()
-    out = []
-    for s, segment in enumerate(segments[1:], start=1):
-        grid = np.zeros(segment.tokens.n, dtype=np.float64)
-        mask = seg_of == s
-        grid[idx_of[mask]] = scores[mask]
-        out.append(grid.reshape(segment.tokens.grid))
-    return out
 
 
 # --------------------------------------------------------------------------- metadata

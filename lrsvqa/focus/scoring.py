@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from lrsvqa.models.base import Adapter, VisionSegment
+    import torch
+
+    from lrsvqa.models.base import Adapter, PreparedInputs, VisionSegment
 
 
 class TokenScorer(Protocol):
@@ -57,18 +59,35 @@ class AttentionScorer:
         self.passes.append(inputs.length)
         attention = adapter.attention(inputs, layers)  # (layers, heads, n_vision)
         candidate = (inputs.vision_segment >= 1).to(attention.device)
-        att = attention[..., candidate].double()
-        att = att / att.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-        scores = att.mean(dim=(0, 1)).cpu().numpy()
-        seg_of = inputs.vision_segment[candidate.cpu()].cpu().numpy()
-        idx_of = inputs.vision_index[candidate.cpu()].cpu().numpy()
-        out = []
-        for s, segment in enumerate(segments[1:], start=1):
-            grid = np.zeros(segment.tokens.n, dtype=np.float64)
-            mask = seg_of == s
-            grid[idx_of[mask]] = scores[mask]
-            out.append(grid.reshape(segment.tokens.grid))
-        return out
+        scores = candidate_distribution(attention, candidate)
+        return scores_to_grids(scores.double().cpu().numpy(), inputs, segments)
+
+
+def candidate_distribution(attention: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """(layers, heads, L) attention → (n_candidates,): restrict, renormalise per head, mean.
+
+    The same definition as ``AttentionScorer``: softmax over all keys, then restricted to
+    the candidate vision tokens and renormalised per head and layer, then averaged.
+    """
+    att = attention[..., candidates].float()
+    att = att / att.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+    return att.mean(dim=(0, 1))
+
+
+def scores_to_grids(
+    scores: np.ndarray, inputs: PreparedInputs, segments: Sequence[VisionSegment]
+) -> list[np.ndarray]:
+    """Candidate scores (in sequence order) → one (rows, cols) array per ``segments[1:]``."""
+    candidate = (inputs.vision_segment >= 1).cpu()
+    seg_of = inputs.vision_segment.cpu()[candidate].numpy()
+    idx_of = inputs.vision_index.cpu()[candidate].numpy()
+    out = []
+    for s, segment in enumerate(segments[1:], start=1):
+        grid = np.zeros(segment.tokens.n, dtype=np.float64)
+        mask = seg_of == s
+        grid[idx_of[mask]] = scores[mask]
+        out.append(grid.reshape(segment.tokens.grid))
+    return out
 
 
 def default_focus_layer(num_layers: int) -> int:

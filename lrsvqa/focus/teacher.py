@@ -23,10 +23,10 @@ from lrsvqa.errors import ConfigError, DataError
 from lrsvqa.focus.distilled import (
     _atomic_write_bytes,
     _generation_positions,
-    candidate_distribution,
     candidate_positions,
     weight_anchor,
 )
+from lrsvqa.focus.scoring import candidate_distribution
 
 if TYPE_CHECKING:
     from lrsvqa.models.base import Adapter
