@@ -124,9 +124,16 @@ def test_geojson_evidence(ship_scene: Path, tmp_path: Path) -> None:
         assert geom.is_valid and bounds.buffer(1e-6).contains(geom)
         assert {"level", "score", "kept_tokens"} <= set(feature["properties"])
     lonlat = answer.to_geojson("EPSG:4326")
+    from lrsvqa.io import reproject_geometry
+
+    with lrsvqa.open_scene(ship_scene) as scene:
+        extent = reproject_geometry(box(*scene.bounds), scene.crs, "EPSG:4326")
     for feature in lonlat["features"]:
-        x, y = shape(feature["geometry"]).centroid.coords[0]
+        geom = shape(feature["geometry"])
+        x, y = geom.centroid.coords[0]
         assert -180 <= x <= 180 and -90 <= y <= 90
+        assert len(geom.exterior.coords) > 5  # edges densified: they curve in lon/lat
+        assert extent.buffer(1e-7).covers(geom)  # edge tiles stay inside the scene
     data = answer.to_dict()
     json.dumps(data)
     assert data["cost"]["llm_vision_tokens"] == answer.cost.llm_vision_tokens

@@ -22,8 +22,19 @@ def window_polygon(window: Window, transform: Affine) -> Polygon:
     return Polygon([transform @ corner for corner in corners])
 
 
-def reproject_geometry(geometry: BaseGeometry, src_crs: Any, dst_crs: Any) -> BaseGeometry:
-    """Reproject a shapely geometry between coordinate reference systems."""
+def reproject_geometry(
+    geometry: BaseGeometry, src_crs: Any, dst_crs: Any, *, segments: int = 16
+) -> BaseGeometry:
+    """Reproject a shapely geometry between coordinate reference systems.
+
+    Edges are first cut into ``segments`` pieces (of the geometry's larger side), so that
+    a straight edge in ``src_crs`` follows its true, slightly curved course in ``dst_crs``.
+    """
+    import shapely
     from rasterio.warp import transform_geom
 
+    minx, miny, maxx, maxy = geometry.bounds
+    step = max(maxx - minx, maxy - miny) / max(segments, 1)
+    if step > 0:
+        geometry = shapely.segmentize(geometry, step)
     return shape(transform_geom(src_crs, dst_crs, mapping(geometry)))
