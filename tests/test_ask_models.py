@@ -125,3 +125,14 @@ def test_cli_ask_bad_input(big_scene: Path, tmp_path: Path, capsys) -> None:
         _, err = capsys.readouterr()
         lines = [line for line in err.splitlines() if line.startswith("lrsvqa: error:")]
         assert code == 2 and len(lines) == 1 and "Traceback" not in err, (args, err)
+
+
+def test_later_questions_reuse_the_vision_prefix(small_scene: Path) -> None:
+    pipeline = Pipeline.from_pretrained("tiny/llava_next", device="cpu")
+    first = pipeline.ask(small_scene, "How many ships are there?")
+    second = pipeline.ask(small_scene, "Is there a ship near the land on the left?")
+    assert first.cost.focus_tokens_run == first.cost.focus_passes  # nothing cached yet
+    # Level 0 (thumbnail + level-0 tiles) is the same prefix: only the question runs.
+    assert second.cost.focus_tokens_run[0] < second.cost.focus_passes[0] // 10
+    assert second.cost.focus_flops < first.cost.focus_flops
+    assert (second.cost.vision_flops == 0) == (not second.cost.tiles_encoded)

@@ -38,6 +38,7 @@ class AttentionScorer:
     def __init__(self, layers: Sequence[int] | None = None):
         self.layers = tuple(layers) if layers is not None else None
         self.passes: list[int] = []  # sequence length of each scoring pass (for the cost report)
+        self.runs: list[tuple[int, int]] = []  # (tokens run, keys attended) of each pass
 
     def resolve_layers(self, adapter: Adapter) -> tuple[int, ...]:
         from lrsvqa.errors import ConfigError
@@ -58,6 +59,8 @@ class AttentionScorer:
         inputs = adapter.build_inputs(segments, question)
         self.passes.append(inputs.length)
         attention = adapter.attention(inputs, layers)  # (layers, heads, n_vision)
+        # A cached vision prefix means only the question's tokens ran (see HFAdapter).
+        self.runs.append(getattr(adapter, "last_attention_run", (inputs.length, inputs.length)))
         candidate = (inputs.vision_segment >= 1).to(attention.device)
         scores = candidate_distribution(attention, candidate)
         return scores_to_grids(scores.double().cpu().numpy(), inputs, segments)

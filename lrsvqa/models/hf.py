@@ -108,6 +108,8 @@ class HFAdapter(Adapter):
         # Vision prefixes of recent focus passes (one per pyramid level of the current scene).
         self._focus_prefixes: list[_FocusPrefix] = []
         self.prefix_hits = 0
+        # (tokens run, keys attended) of the last ``attention`` call, for the cost report.
+        self.last_attention_run: tuple[int, int] = (0, 0)
 
     # ----------------------------------------------------------------- description
     @classmethod
@@ -373,7 +375,10 @@ class HFAdapter(Adapter):
             )
 
         positions = self.generation_position_ids(inputs)
+        hits = self.prefix_hits
         prefix = self._prefix_for(inputs, positions, max(layers))
+        reused = prefix.length if prefix is not None and self.prefix_hits > hits else 0
+        self.last_attention_run = (inputs.length - reused, inputs.length)
         if prefix is None:
 
             def run() -> Any:

@@ -16,13 +16,14 @@ if TYPE_CHECKING:
     from lrsvqa.models.base import Capabilities
 
 
-def layer_prefill_flops(caps: Capabilities, n: int) -> float:
-    """FLOPs of one decoder layer over ``n`` tokens."""
+def layer_prefill_flops(caps: Capabilities, n: int, keys: int | None = None) -> float:
+    """FLOPs of one decoder layer over ``n`` tokens attending to ``keys`` keys (default
+    ``n``; more when earlier keys come from a KV cache)."""
     d = caps.hidden_size
     heads = max(caps.num_heads, 1)
     d_kv = d * max(caps.num_kv_heads, 1) // heads
     projections = 2 * n * (2 * d * d + 2 * d * d_kv)
-    scores = 2 * 2 * n * n * d
+    scores = 2 * 2 * n * (n if keys is None else keys) * d
     mlp = 2 * 3 * n * d * caps.intermediate_size
     return float(projections + scores + mlp)
 
@@ -55,6 +56,7 @@ class CostReport:
     tiles_encoded: dict[str, int] = field(default_factory=dict)
     cache_hits: int = 0  # tiles (thumbnail included) served from the per-scene cache
     focus_passes: list[int] = field(default_factory=list)  # sequence length of each focus pass
+    focus_tokens_run: list[int] = field(default_factory=list)  # of those, tokens actually run
     focus_layers: int = 0  # decoder layers each focus pass runs
     llm_vision_tokens: int = 0  # vision tokens in the LLM input
     llm_prompt_tokens: int = 0  # whole prompt length

@@ -12,7 +12,7 @@ from lrsvqa.errors import ConfigError
 from lrsvqa.focus import AttentionScorer, FocusConfig, FocusResult, select
 from lrsvqa.io.scene import Scene
 from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
-from lrsvqa.pipeline.cost import CostReport, peak_rss_mb, prefill_flops
+from lrsvqa.pipeline.cost import CostReport, layer_prefill_flops, peak_rss_mb, prefill_flops
 from lrsvqa.pipeline.session import SceneSession, SessionCache, Stopwatch
 from lrsvqa.prune import (
     PruneConfig,
@@ -183,6 +183,7 @@ class Pipeline:
             return tokens
 
         passes_before = len(self.scorer.passes)
+        runs_before = len(getattr(self.scorer, "runs", []))
 
         def score(thumb: VisionTokens, tiles: Sequence[Tile], tokens: list[VisionTokens]) -> Any:
             start = time.perf_counter()
@@ -212,6 +213,7 @@ class Pipeline:
         watch.seconds["total"] = time.perf_counter() - start_all
 
         passes = self.scorer.passes[passes_before:]
+        runs = getattr(self.scorer, "runs", [])[runs_before:] or [(n, n) for n in passes]
         focus_layers = max(self.scorer.resolve_layers(self.adapter)) + 1 if passes else 0
         n_vision = int(inputs.vision_positions.numel() + inputs.separator_positions.numel())
         cost = CostReport(
@@ -220,13 +222,15 @@ class Pipeline:
             tiles_encoded=tiles_encoded,
             cache_hits=hits,
             focus_passes=list(passes),
+            focus_tokens_run=[run for run, _ in runs],
             focus_layers=focus_layers,
             llm_vision_tokens=n_vision,
             llm_prompt_tokens=inputs.length,
             llm_tokens_per_layer=list(per_layer),
             new_tokens=len(generation.token_ids),
             vision_flops=caps.vision_flops_per_tile * sum(tiles_encoded.values()),
-            focus_flops=sum(prefill_flops(caps, [n] * focus_layers) for n in passes),
+            focus_flops=focus_layers
+            * sum(layer_prefill_flops(caps, run, keys) for run, keys in runs),
             llm_flops=prefill_flops(caps, per_layer),
             seconds=dict(watch.seconds),
             peak_rss_mb=peak_rss_mb(),
