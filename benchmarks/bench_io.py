@@ -26,17 +26,6 @@ import numpy as np
 N_NATIVE = 24
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM; unlike ru_maxrss it is not inherited
-    from the parent across fork + exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def ours(path: str) -> dict[str, float]:
     from lrsvqa.pyramid import DynamicImagePyramid
 
@@ -72,8 +61,9 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     here = str(Path(__file__).parent)
     code = (
         f"import json, sys; sys.path.insert(0, {here!r}); import bench_io; "
+        "from lrsvqa.pipeline.cost import peak_rss_mb; "
         f"r = bench_io.{kind}({str(path)!r}); "
-        "r['peak_rss_mb'] = bench_io.peak_rss_mb(); "
+        "r['peak_rss_mb'] = peak_rss_mb(); "
         "print(json.dumps(r))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -81,10 +71,9 @@ def measure(kind: str, path: Path) -> dict[str, float]:
 
 
 def baseline_rss() -> float:
-    here = str(Path(__file__).parent)
     code = (
-        f"import sys; sys.path.insert(0, {here!r}); import bench_io, lrsvqa.pyramid, rasterio; "
-        "print(bench_io.peak_rss_mb())"
+        "import lrsvqa.pyramid, rasterio; from lrsvqa.pipeline.cost import peak_rss_mb; "
+        "print(peak_rss_mb())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())

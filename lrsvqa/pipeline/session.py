@@ -61,8 +61,6 @@ class SceneSession:
         self._tiles: OrderedDict[tuple[int, int, int], VisionTokens] = OrderedDict()
         self._bytes = 0
         self._thumbnail: VisionTokens | None = None
-        self.hits = 0
-        self.misses = 0
 
     @property
     def cached_bytes(self) -> int:
@@ -96,8 +94,6 @@ class SceneSession:
     ) -> list[VisionTokens]:
         """Read and encode ``tiles`` (cached ones come from memory), in order."""
         missing = [t for t in tiles if t.key not in self._tiles]
-        self.hits += len(tiles) - len(missing)
-        self.misses += len(missing)
         bar: Any = None
         if progress and len(missing) > batch_size:
             from tqdm import tqdm
