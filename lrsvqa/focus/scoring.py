@@ -43,8 +43,9 @@ class AttentionScorer:
     def resolve_layers(self, adapter: Adapter) -> tuple[int, ...]:
         from lrsvqa.errors import ConfigError
 
-        depth = adapter.capabilities.num_layers
-        layers = self.layers if self.layers is not None else (default_focus_layer(depth),)
+        caps = adapter.capabilities
+        depth = caps.num_layers
+        layers = self.layers or caps.focus_layers or (default_focus_layer(depth),)
         bad = [layer for layer in layers if layer >= depth]
         if bad:
             raise ConfigError(
@@ -96,5 +97,7 @@ def scores_to_grids(
 def default_focus_layer(num_layers: int) -> int:
     """Index of the layer read by default: the last of the first quarter of the layers
     (DESIGN §3: run the first k layers, read layer k), so focusing costs a quarter of a
-    forward pass: layer 6 of Qwen2-VL-7B's 28, layer 7 of a 32-layer LLaVA, 0 of 4."""
-    return max(0, num_layers // 4 - 1)
+    forward pass: layer 6 of Qwen2-VL-7B's 28, layer 7 of a 32-layer LLaVA. Never layer 0
+    when there is a deeper one: at layer 0 the last token's query is the same whatever the
+    question (only its own embedding reaches it), so 1 for LLMs of 2 to 11 layers."""
+    return max(1, num_layers // 4 - 1) if num_layers > 1 else 0

@@ -38,6 +38,9 @@ class Capabilities:
     num_kv_heads: int = 0
     intermediate_size: int = 0
     vision_flops_per_tile: float = 0.0  # analytic FLOPs of the vision tower for one tile
+    # Decoder layers the focus reads by default, when the model folder declares them
+    # (config.json ``"lrsvqa": {"focus_layers": [...]}``); None: the depth rule.
+    focus_layers: tuple[int, ...] | None = None
 
     @property
     def n_tokens_per_tile(self) -> int:
@@ -47,6 +50,17 @@ class Capabilities:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+def model_declared(config: Any) -> dict[str, Any]:
+    """What a model folder declares for lrsvqa: config.json's ``"lrsvqa"`` dict (or {})."""
+    raw = getattr(config, "lrsvqa", None)
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+def declared_focus_layers(declared: dict[str, Any]) -> tuple[int, ...] | None:
+    layers = declared.get("focus_layers")
+    return tuple(int(x) for x in layers) if layers else None
 
 
 @dataclass(frozen=True)

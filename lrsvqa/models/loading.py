@@ -49,6 +49,37 @@ def _not_found(model_id: str, offline: bool) -> ModelNotFoundError:
     )
 
 
+MICRO_PREFIX = "micro/"
+MICRO_ROOT = Path(__file__).parent / "micro"
+
+
+def micro_models() -> list[str]:
+    """The micro models shipped inside the package (trained here on synthetic scenes)."""
+    if not MICRO_ROOT.is_dir():
+        return []
+    return sorted(
+        MICRO_PREFIX + p.name for p in MICRO_ROOT.iterdir() if (p / "model.safetensors").is_file()
+    )
+
+
+def micro_folder(model_id: str) -> Path:
+    name = model_id[len(MICRO_PREFIX) :]
+    folder = MICRO_ROOT / name
+    if not name or not (folder / "model.safetensors").is_file():
+        shipped = ", ".join(micro_models()) or "none"
+        raise ModelNotFoundError(
+            f"unknown micro model {model_id!r}; shipped micro models: {shipped}"
+        )
+    return folder
+
+
+def _micro_revision(folder: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    return f"micro-{digest[:12]}"
+
+
 def resolve_path(model_id: str, revision: str | None = None) -> tuple[Path, str | None]:
     """The local folder of ``model_id`` and its resolved revision (commit hash if known)."""
     if model_id.startswith(tiny.TINY_PREFIX):
@@ -59,6 +90,9 @@ def resolve_path(model_id: str, revision: str | None = None) -> tuple[Path, str 
                 + ", ".join(tiny.TINY_PREFIX + f for f in tiny.TINY_FAMILIES)
             )
         return tiny.ensure(family), f"tiny-{tiny.TINY_VERSION}"
+    if model_id.startswith(MICRO_PREFIX):
+        micro = micro_folder(model_id)
+        return micro, _micro_revision(micro)
     local = Path(model_id).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():

@@ -15,7 +15,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from lrsvqa.models.base import Capabilities, PreparedInputs, VisionTokens
+from lrsvqa.models.base import (
+    Capabilities,
+    PreparedInputs,
+    VisionTokens,
+    declared_focus_layers,
+    model_declared,
+)
 from lrsvqa.models.hf import TEXT, HFAdapter, _Block
 from lrsvqa.models.processors import Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor
 
@@ -73,7 +79,9 @@ class Qwen2VLAdapter(HFAdapter):
     def capabilities_for(cls, config: Any) -> Capabilities:
         t, v = config.text_config, config.vision_config
         side = v.patch_size * v.spatial_merge_size
-        tile = DEFAULT_TILE - DEFAULT_TILE % side
+        declared = model_declared(config)
+        wanted = int(declared.get("tile_size", DEFAULT_TILE))
+        tile = max(side, wanted - wanted % side)
         grid = tile // side
         return Capabilities(
             family=cls.family,
@@ -90,6 +98,7 @@ class Qwen2VLAdapter(HFAdapter):
             num_kv_heads=int(t.num_key_value_heads or t.num_attention_heads),
             intermediate_size=int(t.intermediate_size),
             vision_flops_per_tile=float(cls._vision_flops(v, tile)),
+            focus_layers=declared_focus_layers(declared),
         )
 
     def encode_images(self, images: list[np.ndarray]) -> list[VisionTokens]:
