@@ -76,7 +76,7 @@ def model_options(func: Any) -> Any:
             "focus_layers",
             type=int,
             multiple=True,
-            help="Decoder layer(s) whose attention ranks tokens (repeatable; default: a quarter of the depth).",
+            help="Decoder layer(s) whose attention ranks tokens (repeatable; default: the model's declared focus layers, else the last of the first quarter of the depth, at least 1).",
         ),
         click.option(
             "--seed", type=int, default=0, show_default=True, help="Seed of the random selector."

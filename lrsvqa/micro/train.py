@@ -6,10 +6,13 @@ progress bar, ``log.jsonl`` (losses, attention share on the targets against chan
 held-out evaluation at the end (``eval.json``). The result folder is a model folder that
 ``lrsvqa`` loads like any other (``--model runs/micro/model``).
 
-Loss = answer cross-entropy + ``grounding_weight`` x grounding, where grounding is minus the
-log of the share of the focus layer's attention (last prompt token, mean over heads,
-restricted to the candidate tiles' tokens and renormalised, exactly as the Region Focus
-Module reads it) that falls on the tokens of the objects the question is about.
+Loss = ``answer_weight`` x answer cross-entropy + ``grounding_weight`` x grounding +
+``token_weight`` x token probe. Grounding is minus the log of the share of the focus layer's
+attention (last prompt token, mean over heads, restricted to the candidate tiles' tokens and
+renormalised, exactly as the Region Focus Module reads it) that falls on the tokens of the
+objects the question is about. The token probe is a training-only linear head that names the
+object class and colour under every vision token (dense supervision for the vision tower);
+it is not part of the shipped model.
 """
 
 from __future__ import annotations
@@ -67,9 +70,10 @@ def _iterable(start: int, base_seed: int) -> Any:
 def train(
     out: str | os.PathLike[str],
     *,
-    steps: int = 3000,
+    steps: int = 2000,
     batch: int = 8,
     lr: float = 2e-3,
+    answer_weight: float = 4.0,
     grounding_weight: float = 1.0,
     token_weight: float = 1.0,
     seed: int = 0,
@@ -93,6 +97,7 @@ def train(
         "steps": steps,
         "batch": batch,
         "lr": lr,
+        "answer_weight": answer_weight,
         "grounding_weight": grounding_weight,
         "token_weight": token_weight,
         "seed": seed,
@@ -162,7 +167,7 @@ def train(
                     losses = example_losses(adapter, e, feats[i : i + n], FOCUS_LAYER)
                     i += n
                     if losses.answer is not None:
-                        total = total + losses.answer / batch
+                        total = total + answer_weight * losses.answer / batch
                         stats["answer"].append(float(losses.answer.detach()))
                         stats["correct"].append(float(bool(losses.answer_correct)))
                     if losses.grounding is not None:
@@ -234,9 +239,10 @@ def _checkpoint(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--answer-weight", type=float, default=4.0)
     parser.add_argument("--grounding-weight", type=float, default=1.0)
     parser.add_argument("--token-weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -250,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps,
         batch=args.batch,
         lr=args.lr,
+        answer_weight=args.answer_weight,
         grounding_weight=args.grounding_weight,
         token_weight=args.token_weight,
         seed=args.seed,
