@@ -2,10 +2,11 @@
 
 Positions are 3-D M-RoPE. Each block (a run of segments of one group) starts at the current
 text position ``s`` like a stock image: a token in cell (row, col) of the group's
-whole-scene grid gets (t, h, w) = (s, s + row, s + col); text after the block continues at
-``s + max(rows, cols)`` of the frame spanned by the group's segments (whether or not their
-tokens are kept). So one fully kept image gets exactly stock ``get_rope_index`` ids, and a
-kept subset keeps every token's (and the following text's) ids from the full input.
+whole-scene grid gets (t, h, w) = (s, s + row, s + col). The text after the block continues
+from the largest id of the block's *full frame* + 1, i.e. ``s + max(rows, cols)`` of the
+frame spanned by the group's segments, whether or not their tokens are kept (not from the
+largest *kept* id + 1). So one fully kept image gets exactly stock ``get_rope_index`` ids,
+and a kept subset keeps every token's (and the following text's) ids from the full input.
 """
 
 from __future__ import annotations
