@@ -83,7 +83,7 @@ def iter_prepared(
     adapter: Adapter, items: Sequence[RfmItem], teacher_layers: Sequence[int]
 ) -> Iterator[Prepared]:
     """Encode each scene's thumbnail + level-0 tiles once and yield its items' teacher targets."""
-    from lrsvqa.prune.tokens import thumbnail_segment, tile_segment
+    from lrsvqa.focus.segments import thumbnail_segment, tile_segment
     from lrsvqa.pyramid import DynamicImagePyramid, PyramidConfig
 
     caps = adapter.capabilities
