@@ -93,7 +93,7 @@ def oracle_answer(pipeline: Any, path: Path, world: Any, q: Any) -> dict[str, An
     pyramid = session.pyramid
     last = len(pyramid.levels) - 1
     watch = Stopwatch()
-    thumb = session.thumbnail_tokens(watch)
+    thumb = session.thumbnail(watch).tokens[0]
     tiles: dict[Any, Any] = {}
     for i in q.targets:
         x0, y0, x1, y1 = world.objects[i].box
@@ -103,7 +103,7 @@ def oracle_answer(pipeline: Any, path: Path, world: Any, q: Any) -> dict[str, An
         pipeline.focus.token_budget - thumb.n
     ) // pipeline.adapter.capabilities.n_tokens_per_tile
     chosen = sorted(tiles.values(), key=lambda t: t.key)[: max(0, room)]
-    tokens = session.encode_tiles(chosen, watch) if chosen else []
+    tokens = session.encode_tiles(chosen, watch).tokens if chosen else []
     segments = [thumbnail_segment(thumb)] + [
         tile_segment(tok, tile) for tile, tok in zip(chosen, tokens, strict=True)
     ]

@@ -89,10 +89,14 @@ class RunOptions:
     focus: str = "attention"  # token scorer: attention or distilled:PATH
     max_new_tokens: int = 32
     llm_prune: dict[str, Any] = field(default_factory=dict)  # LLMPruneConfig fields
+    # Other FocusConfig fields set away from their default (max_depth, layers, seed, …).
+    focus_extra: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The options that change answers (``None``: the pipeline's default)."""
+        extra = {"focus_extra": self.focus_extra} if self.focus_extra else {}
         return {
+            **extra,
             "model": self.model,
             "revision": self.revision,
             "selector": self.selector,

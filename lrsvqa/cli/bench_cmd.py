@@ -13,11 +13,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lrsvqa.cli.options import (
+    FOCUS_PARAMS,
+    check_output_folder,
     echo_json,
-    focus_option,
+    field_default,
+    focus_config,
+    focus_options,
     json_option,
     llm_prune_config,
     llm_prune_options,
+    take,
 )
 
 if TYPE_CHECKING:
@@ -25,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SELECTORS = ("rfm", "all", "uniform", "random", "thumbnail")
+# Options recorded in RunOptions' own fields (None there: the FocusConfig default).
+_OWN = {"selector": "selector", "focus": "focus", "keep_ratio": "keep_ratio",
+        "max_tiles": "max_tiles", "budget": "token_budget"}  # fmt: skip
 
 
 def make_answerer(options: RunOptions) -> Answerer:
@@ -43,6 +50,9 @@ def make_answerer(options: RunOptions) -> Answerer:
     ):
         if value is not None:
             focus[key] = value
+    focus.update(options.focus_extra)
+    if "layers" in focus:
+        focus["layers"] = tuple(focus["layers"])
     quiet_transformers()
     return Pipeline.from_pretrained(
         options.model,
@@ -75,16 +85,6 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     type=click.Path(path_type=Path),
     help="Run folder: answers, manifest, errors. Rerun the same command to resume.",
 )
-@click.option(
-    "--selector",
-    type=click.Choice(SELECTORS),
-    default="rfm",
-    show_default=True,
-    help="How tiles are chosen at each level.",
-)
-@click.option("--keep-ratio", type=float, default=None, help="Share of tokens kept per level.")
-@click.option("--max-tiles", type=int, default=None, help="Tiles chosen at each finer level.")
-@click.option("--budget", type=int, default=None, help="Most vision tokens reaching the LLM.")
 @click.option("--limit", type=int, default=None, help="Only the first N questions (after filters).")
 @click.option("--source", multiple=True, help="Only this source (repeat or comma-separate).")
 @click.option("--category", multiple=True, help="Only this category (repeatable).")
@@ -111,7 +111,7 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     show_default=True,
     help="Most tokens per answer (LRS-VQA answers are a word or phrase).",
 )
-@focus_option
+@focus_options
 @llm_prune_options
 @json_option
 @click.pass_context
@@ -122,10 +122,6 @@ def bench(
     model: str | None,
     revision: str | None,
     out: Path | None,
-    selector: str,
-    keep_ratio: float | None,
-    max_tiles: int | None,
-    budget: int | None,
     limit: int | None,
     source: tuple[str, ...],
     category: tuple[str, ...],
@@ -134,9 +130,8 @@ def bench(
     skip_missing: bool,
     device: str,
     max_new_tokens: int,
-    focus: str,
     as_json: bool,
-    **llm_prune: Any,
+    **knobs: Any,
 ) -> int:
     """Answer LRS-VQA questions with a model, one fsynced JSON line per answer.
 
@@ -168,16 +163,32 @@ def bench(
         raise DataError(f"{data}: no such annotation file (--data)")
     if not image_root.is_dir():
         raise ConfigError(f"{image_root}: no such folder (--image-root)")
+    check_output_folder(out, "--out")
+    focus_kw = take(knobs, FOCUS_PARAMS)
+    config = focus_config(**focus_kw)  # bad settings fail before anything runs
+    # Fields at their default stay None in the run's identity, as before these options, so
+    # older run folders still resume.
+    kept = {
+        param: None if getattr(config, name) == field_default(type(config), name) else value
+        for param, name in _OWN.items()
+        for value in (getattr(config, name),)
+    }
+    extra = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in config.to_dict().items()
+        if name not in _OWN.values() and value != field_default(type(config), name)
+    }
     options = RunOptions(
         data=data,
         image_root=image_root,
         out=out,
         model=model,
         revision=revision,
-        selector=selector,
-        keep_ratio=keep_ratio,
-        max_tiles=max_tiles,
-        budget=budget,
+        selector=config.selector,
+        keep_ratio=kept["keep_ratio"],
+        max_tiles=kept["max_tiles"],
+        budget=kept["budget"],
+        focus_extra=extra,
         device=resolve_device(device),
         limit=limit,
         sources=_choices(source),
@@ -186,9 +197,9 @@ def bench(
         shard=resolve_shard(shard),
         skip_missing=skip_missing,
         progress=not as_json,
-        focus=focus,
+        focus=config.focus,
         max_new_tokens=max_new_tokens,
-        llm_prune=llm_prune_config(**llm_prune).to_dict(),
+        llm_prune=llm_prune_config(**knobs).to_dict(),
     )
     summary = run_benchmark(options, make_answerer)
     if as_json:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from lrsvqa.cli.ask_cmd import build_pipeline, report, write_outputs
-from lrsvqa.cli.options import json_option
+from lrsvqa.cli.options import (
+    FOCUS_PARAMS,
+    check_output_folder,
+    focus_config,
+    focus_options,
+    json_option,
+    llm_prune_options,
+)
 
 QUESTION = (
     "How many ships are there in this image? Answer the question using a single word or phrase."
@@ -70,6 +78,8 @@ def default_model_cached() -> bool:
     help="Default: Qwen/Qwen2.5-VL-7B-Instruct when cached, else micro/qwen2_vl (a micro model trained on synthetic scenes, offline).",
 )
 @click.option("--device", default="auto", show_default=True)
+@focus_options
+@llm_prune_options
 @json_option
 def demo(
     out_dir: str,
@@ -79,6 +89,7 @@ def demo(
     model_id: str | None,
     device: str,
     as_json: bool,
+    **knobs: Any,
 ) -> None:
     """Write OUT_DIR/scene.tif (ships at known places), ask about it, save evidence + overlay."""
     from lrsvqa.errors import ConfigError
@@ -88,6 +99,8 @@ def demo(
         raise ConfigError(f"--size {size}: use at least 224 px")
     if not 0 <= ships <= 12:
         raise ConfigError(f"--ships {ships}: use 0 to 12 ships")
+    focus_config(**{k: knobs[k] for k in FOCUS_PARAMS})  # bad settings fail before any work
+    check_output_folder(out_dir, "OUT_DIR")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     scene_path = folder / "scene.tif"
@@ -111,7 +124,9 @@ def demo(
                 err=True,
             )
     geojson, overlay = str(folder / "evidence.geojson"), str(folder / "overlay.png")
-    with build_pipeline(model_id=model_id, device=device, progress=not as_json) as pipeline:
+    with build_pipeline(
+        model_id=model_id, device=device, progress=not as_json, **knobs
+    ) as pipeline:
         answer = pipeline.ask(scene_path, question)
         write_outputs(pipeline, answer, geojson, "scene", overlay)
     if not as_json:

@@ -3,7 +3,7 @@
 The sequence layout (placeholders, M-RoPE ids of kept tokens, text positions) comes from the
 adapter's own ``build_inputs``; only the embeddings are rebuilt here so that gradients reach
 the vision tower. The grounding term reads the focus layer's attention with the same
-primitive the Region Focus Module uses (``lrsvqa.models.hooks.layer_attention``).
+primitive the Region Focus Module uses (``lrsvqa.models.attention.layer_attention``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lrsvqa.models.attention import layer_attention
 from lrsvqa.models.base import VisionSegment, VisionTokens
-from lrsvqa.models.hooks import layer_attention
 
 if TYPE_CHECKING:
     from lrsvqa.micro.data import Example

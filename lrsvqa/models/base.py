@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
@@ -105,11 +105,19 @@ class PreparedInputs:
     vision_segment: torch.Tensor  # (n_vision,) index into the segments given to build_inputs
     vision_index: torch.Tensor  # (n_vision,) raster index of the token inside its image
     separator_positions: torch.Tensor  # sequence indices of newline / separator tokens
-    extra: dict[str, Any] = field(default_factory=dict)  # family-specific (e.g. rope_deltas)
 
     @property
     def length(self) -> int:
         return int(self.inputs_embeds.shape[1])
+
+
+@dataclass(frozen=True)
+class AttentionReadout:
+    """One attention pass: the weights, and what the pass actually ran (for the cost report)."""
+
+    weights: torch.Tensor  # (layers, heads, n_vision) softmax attention of the last token
+    tokens_run: int  # positions the decoder layers ran (fewer when a KV-cached prefix is reused)
+    keys: int  # positions each of them attended to
 
 
 @dataclass
@@ -163,6 +171,23 @@ class Adapter(ABC):
         Returns (len(layers), heads, n_vision), recomputed from q/k in forward hooks
         (works under SDPA); stops the forward pass after the deepest requested layer.
         """
+
+    def generation_position_ids(self, inputs: PreparedInputs) -> torch.Tensor:
+        """Position ids in the form the model's ``generate`` passes to its first forward."""
+        return inputs.position_ids
+
+    def language_model(self) -> Any:
+        """The stock decoder (its ``layers``) for in-LLM pruning and distilled RFMs."""
+        from lrsvqa.errors import ModelError
+
+        raise ModelError(
+            f"{type(self).__name__} does not expose its decoder layers (language_model()); "
+            "in-LLM pruning and distilled RFMs need a transformers-backed adapter"
+        )
+
+    def attention_readout(self, inputs: PreparedInputs, layers: Sequence[int]) -> AttentionReadout:
+        """``attention`` plus how many tokens the pass ran and attended to (default: all)."""
+        return AttentionReadout(self.attention(inputs, layers), inputs.length, inputs.length)
 
     @abstractmethod
     def generate(

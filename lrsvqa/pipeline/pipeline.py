@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lrsvqa.errors import ConfigError
-from lrsvqa.focus import AttentionScorer, FocusConfig, FocusResult, select
+from lrsvqa.focus import AttentionScorer, FocusConfig, TokenScorer, levels_to_visit, select
 from lrsvqa.io.scene import Scene
-from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
-from lrsvqa.pipeline.cost import CostReport, layer_prefill_flops, peak_rss_mb, prefill_flops
-from lrsvqa.pipeline.session import SceneSession, SessionCache, Stopwatch
+from lrsvqa.pipeline.answer import Answer
+from lrsvqa.pipeline.evidence import evidence_of
+from lrsvqa.pipeline.progress import ProgressCallback, TileBar
+from lrsvqa.pipeline.session import SceneSession, SessionCache
+from lrsvqa.pipeline.trace import Trace
 from lrsvqa.prune import (
     PruneConfig,
     assemble_segments,
@@ -24,6 +26,8 @@ from lrsvqa.prune import (
 from lrsvqa.pyramid import PyramidConfig, Tile
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from lrsvqa.models.base import Adapter, VisionTokens
 
 MAX_QUESTION_CHARS = 4000
@@ -73,7 +77,7 @@ class Pipeline:
         self.max_new_tokens = max_new_tokens
         self.progress = progress
         self.sessions = SessionCache(max_scenes)
-        self.scorer: Any = AttentionScorer(self.focus.layers)
+        self.scorer: TokenScorer = AttentionScorer(self.focus.layers)
         if self.focus.focus.startswith("distilled:"):
             from lrsvqa.focus.distilled import load_scorer
 
@@ -81,6 +85,8 @@ class Pipeline:
         if self.focus.selector == "rfm":
             self.scorer.resolve_layers(adapter)  # bad layer indices fail now, not mid-run
         self.prune.llm.validate(caps.num_layers)
+        if caps.thumbnail_size == caps.tile_size:  # the thumbnail is one square tile
+            self._check_budget(caps.n_tokens_per_tile)
 
     @classmethod
     def from_pretrained(
@@ -131,8 +137,8 @@ class Pipeline:
             "focus_layers": list(self.scorer.resolve_layers(self.adapter))
             if self.focus.selector == "rfm"
             else None,
-            "focus_scorer": getattr(self.scorer, "name", "attention"),
-            "distilled_rfm": self.scorer.meta.to_dict() if hasattr(self.scorer, "meta") else None,
+            "focus_scorer": self.scorer.name,
+            "distilled_rfm": self.scorer.describe(),
             "prune": self.prune.to_dict(),
             "pdrop_boundaries": list(
                 self.prune.llm.boundaries(self.adapter.capabilities.num_layers)
@@ -154,97 +160,98 @@ class Pipeline:
         question: str,
         *,
         bands: Sequence[int] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Answer:
-        """Answer ``question`` about ``scene`` (a path, URL or open ``Scene``)."""
+        """Answer ``question`` about ``scene`` (a path, URL or open ``Scene``).
+
+        ``progress`` is called at each stage (``lrsvqa.pipeline.progress``)."""
         check_question(question)
-        start_all = time.perf_counter()
-        watch = Stopwatch()
-        session = self.session(scene, bands)
-        caps = self.adapter.capabilities
-        thumbnail_cached = session.has_thumbnail
-        thumbnail = session.thumbnail_tokens(watch)
-        used: dict[str, int] = {"thumbnail": thumbnail.n}
-        encoded: dict[str, int] = {} if thumbnail_cached else {"thumbnail": thumbnail.n}
-        tiles_encoded: dict[str, int] = {} if thumbnail_cached else {"thumbnail": 1}
-        hits = int(thumbnail_cached)
-
-        def encode(tiles: Sequence[Tile]) -> list[VisionTokens]:
-            nonlocal hits
-            fresh = {t.key for t in tiles if not session.has(t)}
-            tokens = session.encode_tiles(tiles, watch, progress=self.progress)
-            for tile, tok in zip(tiles, tokens, strict=True):
-                key = str(tile.level)
-                used[key] = used.get(key, 0) + tok.n
-                if tile.key in fresh:
-                    encoded[key] = encoded.get(key, 0) + tok.n
-                    tiles_encoded[key] = tiles_encoded.get(key, 0) + 1
-                else:
-                    hits += 1
-            return tokens
-
-        passes_before = len(self.scorer.passes)
-        runs_before = len(getattr(self.scorer, "runs", []))
-
-        def score(thumb: VisionTokens, tiles: Sequence[Tile], tokens: list[VisionTokens]) -> Any:
-            start = time.perf_counter()
-            segments = [thumbnail_segment(thumb)] + [
-                tile_segment(tok, tile) for tile, tok in zip(tiles, tokens, strict=True)
-            ]
-            out = self.scorer.score(self.adapter, segments, question)
-            watch.add("focus", time.perf_counter() - start)
-            return out
-
-        focus = select(
-            session.pyramid,
-            self.focus,
-            thumbnail=thumbnail,
-            encode=encode,
-            score=score if self.focus.selector == "rfm" else None,
-            tokens_per_tile=caps.n_tokens_per_tile,
-        )
-        segments = assemble_segments(focus, thumbnail, self.prune)
-        start = time.perf_counter()
-        inputs = self.adapter.build_inputs(segments, question)
-        generation, per_layer = generate_pruned(
-            self.adapter, inputs, self.prune.llm, max_new_tokens=self.max_new_tokens
-        )
-        watch.add("generate", time.perf_counter() - start)
-        watch.seconds["focus"] = watch.seconds.get("focus", 0.0)
-        watch.seconds["total"] = time.perf_counter() - start_all
-
-        passes = self.scorer.passes[passes_before:]
-        runs = getattr(self.scorer, "runs", [])[runs_before:] or [(n, n) for n in passes]
-        focus_layers = max(self.scorer.resolve_layers(self.adapter)) + 1 if passes else 0
-        n_vision = int(inputs.vision_positions.numel() + inputs.separator_positions.numel())
-        cost = CostReport(
-            vision_tokens=used,
-            vision_tokens_encoded=encoded,
-            tiles_encoded=tiles_encoded,
-            cache_hits=hits,
-            focus_passes=list(passes),
-            focus_tokens_run=[run for run, _ in runs],
-            focus_layers=focus_layers,
-            llm_vision_tokens=n_vision,
-            llm_prompt_tokens=inputs.length,
-            llm_tokens_per_layer=list(per_layer),
-            new_tokens=len(generation.token_ids),
-            vision_flops=caps.vision_flops_per_tile * sum(tiles_encoded.values()),
-            focus_flops=focus_layers
-            * sum(layer_prefill_flops(caps, run, keys) for run, keys in runs),
-            llm_flops=prefill_flops(caps, per_layer),
-            seconds=dict(watch.seconds),
-            peak_rss_mb=peak_rss_mb(),
-        )
+        bar = TileBar() if progress is None and self.progress else None
+        trace = Trace(progress or bar)
+        try:
+            trace.emit("pyramid")
+            session = self.session(scene, bands)
+            thumbnail = trace.encoded("thumbnail", session.thumbnail(trace.watch)).tokens[0]
+            self._check_budget(thumbnail.n)
+            trace.levels = levels_to_visit(session.pyramid, self.focus, thumbnail.n)
+            focus = select(
+                session.pyramid,
+                self.focus,
+                thumbnail=thumbnail,
+                encode=partial(self._encode, session, trace),
+                score=partial(self._score, question, trace)
+                if self.focus.selector == "rfm"
+                else None,
+                tokens_per_tile=self.adapter.capabilities.n_tokens_per_tile,
+            )
+            trace.emit("generate")
+            with trace.watch.timing("generate"):
+                inputs = self.adapter.build_inputs(
+                    assemble_segments(focus, thumbnail, self.prune), question
+                )
+                generation, per_layer = generate_pruned(
+                    self.adapter, inputs, self.prune.llm, max_new_tokens=self.max_new_tokens
+                )
+            cost = trace.cost_report(
+                self.adapter.capabilities, self._focus_depth(), inputs, per_layer, generation
+            )
+            trace.emit("done")
+        finally:
+            if bar is not None:
+                bar.close()
         return Answer(
             text=generation.text.strip(),
             question=question,
             scene=session.scene.path,
-            evidence=self._evidence(session, focus),
+            evidence=evidence_of(session.pyramid, focus),
             cost=cost,
             config=self.config_dict(),
             focus=focus,
             notes=list(focus.notes),
+            pyramid_config=session.pyramid.config,
         )
+
+    def _encode(
+        self, session: SceneSession, trace: Trace, tiles: Sequence[Tile]
+    ) -> list[VisionTokens]:
+        """The focus stage's tile encoder: one call per level, recorded in ``trace``."""
+        level = tiles[0].level if tiles else None
+        trace.emit("focus", level=level)
+
+        def batch_done(done: int, total: int) -> None:
+            trace.emit("encode", level=level, done=done, total=total)
+
+        result = session.encode_tiles(tiles, trace.watch, on_batch=batch_done)
+        return trace.encoded(str(level), result).tokens
+
+    def _score(
+        self,
+        question: str,
+        trace: Trace,
+        thumbnail: VisionTokens,
+        tiles: Sequence[Tile],
+        tokens: list[VisionTokens],
+    ) -> list[np.ndarray]:
+        """The focus stage's scorer: one pass over thumbnail + candidates, recorded in ``trace``."""
+        segments = [thumbnail_segment(thumbnail)] + [
+            tile_segment(tok, tile) for tile, tok in zip(tiles, tokens, strict=True)
+        ]
+        with trace.watch.timing("focus"):
+            return trace.scored(self.scorer.score(self.adapter, segments, question)).grids
+
+    def _focus_depth(self) -> int:
+        """Decoder layers one focus pass runs."""
+        return max(self.scorer.resolve_layers(self.adapter)) + 1
+
+    def _check_budget(self, thumbnail_tokens: int) -> None:
+        """A budget below the thumbnail's tokens would be overrun silently: refuse it."""
+        if self.focus.token_budget < thumbnail_tokens:
+            raise ConfigError(
+                f"--budget {self.focus.token_budget:,} is smaller than the "
+                f"{thumbnail_tokens:,} vision tokens of the global thumbnail alone "
+                f"({self.adapter.capabilities.family}); use --budget {thumbnail_tokens:,} "
+                "or more"
+            )
 
     def save_overlay(
         self, answer: Answer, path: str | os.PathLike[str], *, panel_size: int = 512
@@ -252,33 +259,6 @@ class Pipeline:
         """The answer's overlay PNG, reusing this pipeline's open scene."""
         session = self.session(answer.scene)
         return answer.save_overlay(path, pyramid=session.pyramid, panel_size=panel_size)
-
-    def _evidence(self, session: SceneSession, focus: FocusResult) -> Evidence:
-        pyramid = session.pyramid
-        scene = session.scene
-        finest = focus.finest_level
-        tiles: list[TileEvidence] = []
-        for level in focus.levels:
-            is_last = level is focus.levels[-1] and finest is not None
-            for choice in level.chosen:
-                if is_last and choice.kept_tokens == 0:
-                    continue
-                window = pyramid.image_window(choice.tile)
-                tiles.append(
-                    TileEvidence(
-                        level=choice.tile.level,
-                        factor=level.factor,
-                        row=choice.tile.row,
-                        col=choice.tile.col,
-                        window=window,
-                        score=choice.score,
-                        kept_tokens=choice.kept_tokens,
-                        geometry=pyramid.geometry(window),
-                        finest=is_last,
-                    )
-                )
-        crs = scene.crs.to_string() if scene.crs else None
-        return Evidence(tiles=tiles, crs=crs, scene_bounds=scene.bounds if crs else None)
 
     def close(self) -> None:
         self.sessions.clear()

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lrsvqa.focus.segments import thumbnail_segment, tile_segment
 from lrsvqa.prune.llm import LLMPruneConfig
 
 if TYPE_CHECKING:
     from lrsvqa.focus.select import FocusResult
     from lrsvqa.models.base import VisionSegment, VisionTokens
-    from lrsvqa.pyramid import Tile
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,6 @@ class PruneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"thumbnail": self.thumbnail, "llm": self.llm.to_dict()}
-
-
-def thumbnail_segment(tokens: VisionTokens) -> VisionSegment:
-    """The global thumbnail: its own position group, all tokens kept."""
-    from lrsvqa.models.base import VisionSegment
-
-    return VisionSegment(tokens, None, (0, 0), 0, "thumbnail")
-
-
-def tile_segment(tokens: VisionTokens, tile: Tile, keep: Any = None) -> VisionSegment:
-    """A tile's tokens placed in its level's whole-scene token grid (group = level + 1)."""
-    from lrsvqa.models.base import VisionSegment
-
-    rows, cols = tokens.grid
-    return VisionSegment(tokens, keep, (tile.row * rows, tile.col * cols), tile.level + 1, "tile")
 
 
 def assemble_segments(
@@ -58,3 +43,6 @@ def assemble_segments(
         keep = torch.as_tensor(focus.final_keep[i], dtype=torch.long)
         segments.append(tile_segment(focus.final_tokens[i], focus.final_tiles[i], keep))
     return segments
+
+
+__all__ = ["PruneConfig", "assemble_segments", "thumbnail_segment", "tile_segment"]
