@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "lrsvqa"
 # Lowest first; a module may import its own layer or any lower one, never a higher one.
 LAYERS = ["errors", "io", "pyramid", "models", "focus", "prune", "pipeline", "bench", "cli"]
-TOP_LEVEL = {"__init__": "bench", "testing": "models"}  # lrsvqa/__init__.py, lrsvqa/testing
+TOP_LEVEL = {"__init__": "bench", "testing": "models", "micro": "bench"}  # lrsvqa/__init__.py, testing, micro
 
 
 def _layer(module: str) -> str | None:
