@@ -21,6 +21,7 @@ from lrsvqa.prune import (
     thumbnail_segment,
     tile_segment,
 )
+from lrsvqa.prune.budget import check_context, check_thumbnail, fit_budget
 from lrsvqa.pyramid import PyramidConfig, Tile
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class Pipeline:
             )
             if self.prune.llm.method == "pdrop"
             else None,
-            "generation": {"max_new_tokens": self.max_new_tokens, "do_sample": False},
+            "generation": self.adapter.generation_settings(self.max_new_tokens),
         }
 
     def session(
@@ -157,12 +158,21 @@ class Pipeline:
     ) -> Answer:
         """Answer ``question`` about ``scene`` (a path, URL or open ``Scene``)."""
         check_question(question)
+        n_images = 1 if getattr(self.adapter, "single_placeholder", False) else 2
+        check_context(
+            self.adapter, question, self.focus.token_budget, self.max_new_tokens, n_images
+        )
         start_all = time.perf_counter()
         watch = Stopwatch()
         session = self.session(scene, bands)
         caps = self.adapter.capabilities
         thumbnail_cached = session.has_thumbnail
         thumbnail = session.thumbnail_tokens(watch)
+        if self.prune.thumbnail:
+            check_thumbnail(
+                self.adapter.llm_vision_positions([thumbnail_segment(thumbnail)]),
+                self.focus.token_budget,
+            )
         used: dict[str, int] = {"thumbnail": thumbnail.n}
         encoded: dict[str, int] = {} if thumbnail_cached else {"thumbnail": thumbnail.n}
         tiles_encoded: dict[str, int] = {} if thumbnail_cached else {"thumbnail": 1}
@@ -203,6 +213,12 @@ class Pipeline:
             tokens_per_tile=caps.n_tokens_per_tile,
         )
         segments = assemble_segments(focus, thumbnail, self.prune)
+        segments, cut = fit_budget(self.adapter, segments, self.focus.token_budget, focus)
+        if cut:
+            focus.notes.append(
+                f"{cut} lowest-ranked tile tokens were cut so that their newline separators "
+                f"fit the budget of {self.focus.token_budget:,} vision positions"
+            )
         start = time.perf_counter()
         inputs = self.adapter.build_inputs(segments, question)
         generation, per_layer = generate_pruned(
