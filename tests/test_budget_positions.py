@@ -28,7 +28,15 @@ def next_pipeline() -> Pipeline:
     return Pipeline.from_pretrained("tiny/llava_next", device="cpu", max_new_tokens=2)
 
 
-@pytest.mark.parametrize("selector", ["all", "rfm", "uniform", "random"])
+@pytest.mark.parametrize(
+    "selector",
+    [
+        "all",
+        "rfm",
+        pytest.param("uniform", marks=pytest.mark.slow),
+        pytest.param("random", marks=pytest.mark.slow),
+    ],
+)
 def test_llm_never_gets_more_positions_than_the_budget(
     selector: str, scene: Path, next_pipeline: Pipeline
 ) -> None:

@@ -149,7 +149,15 @@ def _resolve(value: Any, ids: dict[str, int]) -> Any:
     return value
 
 
-@pytest.mark.parametrize("name", list(AUDIT))
+# Settings where the two paths agreed anyway run in the slow set; the ones that diverged,
+# and one that did not, run by default.
+_DEFAULT_AUDIT = {"no_repeat_ngram_size", "forced_bos_token_id", "suppress_tokens"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in _DEFAULT_AUDIT else pytest.param(n, marks=pytest.mark.slow) for n in AUDIT],
+)
 def test_keep_all_equals_stock_under_other_settings(
     name: str, planted: dict[str, Any], settings: Any
 ) -> None:

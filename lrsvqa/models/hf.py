@@ -464,13 +464,9 @@ class HFAdapter(Adapter):
         self._focus_prefixes.clear()
 
     # -------------------------------------------------------------------- generate
-    def generation_config(self, max_new_tokens: int, *, do_sample: bool = False) -> Any:
-        """The checkpoint's own generation config with greedy decoding forced."""
-        return forced_greedy(self.model.generation_config, max_new_tokens, do_sample=do_sample)
-
     def generation_settings(self, max_new_tokens: int) -> dict[str, Any]:
         """What decides the generated tokens, for a run's saved config."""
-        return settings_record(self.generation_config(max_new_tokens))
+        return settings_record(forced_greedy(self.model.generation_config, max_new_tokens))
 
     def generate(
         self,
@@ -480,16 +476,12 @@ class HFAdapter(Adapter):
         do_sample: bool = False,
         output_scores: bool = False,
     ) -> Generation:
-        config = self.generation_config(max_new_tokens, do_sample=do_sample)
-        config.return_dict_in_generate = True
-        config.output_logits = output_scores
-        extra: dict[str, Any] = {}
-        if config.stop_strings:
-            extra["tokenizer"] = self.tokenizer
+        config = forced_greedy(self.model.generation_config, max_new_tokens, do_sample=do_sample)
+        config.return_dict_in_generate, config.output_logits = True, output_scores
+        extra = {"tokenizer": self.tokenizer} if config.stop_strings else {}
         with torch.no_grad():
-            # The prompt's ids go in beside its embeddings: the first forward reads the
-            # embeddings, and every processor that looks at the prompt (repetition penalty,
-            # n-gram blocking, bad words, lengths) sees the same ids as stock generate.
+            # The prompt's ids beside its embeddings: the first forward reads the embeddings,
+            # and every processor that reads the prompt sees the ids stock generate sees.
             out = self.model.generate(
                 input_ids=inputs.input_ids,
                 inputs_embeds=inputs.inputs_embeds,
