@@ -8,7 +8,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "lrsvqa"
 # Lowest first; a module may import its own layer or any lower one, never a higher one.
 LAYERS = ["errors", "io", "pyramid", "models", "focus", "prune", "pipeline", "bench", "cli"]
-TOP_LEVEL = {"__init__": "bench", "testing": "models", "micro": "bench"}  # lrsvqa/__init__.py, testing, micro
+TOP_LEVEL = {
+    "__init__": "bench",
+    "testing": "models",
+    "micro": "bench",
+}  # lrsvqa/__init__.py, testing, micro
 
 
 def _layer(module: str) -> str | None:

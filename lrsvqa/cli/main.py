@@ -40,6 +40,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_rfm",
         "Compare an RFM's ranking with its teacher.",
     ),
+    "convert-checkpoint": (
+        "lrsvqa.cli.convert_checkpoint_cmd",
+        "convert_checkpoint",
+        "Convert an official LRS-VQA checkpoint to a stock LLaVA folder + RFM.",
+    ),
 }
 
 

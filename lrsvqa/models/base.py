@@ -189,6 +189,18 @@ class Adapter(ABC):
         """``attention`` plus how many tokens the pass ran and attended to (default: all)."""
         return AttentionReadout(self.attention(inputs, layers), inputs.length, inputs.length)
 
+    def llm_vision_positions(self, segments: Sequence[VisionSegment]) -> int:
+        """Sequence positions ``segments`` take in the LLM input (separators included)."""
+        return sum(seg.tokens.n if seg.keep is None else int(seg.keep.numel()) for seg in segments)
+
+    def prompt_text_tokens(self, question: str, n_images: int) -> int:
+        """Text tokens of the prompt around ``n_images`` image placeholders."""
+        return 0
+
+    def generation_settings(self, max_new_tokens: int) -> dict[str, Any]:
+        """What decides the generated tokens, saved with every result."""
+        return {"max_new_tokens": max_new_tokens, "do_sample": False, "greedy_forced": True}
+
     @abstractmethod
     def generate(
         self,

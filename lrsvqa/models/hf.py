@@ -37,6 +37,7 @@ from lrsvqa.models.base import (
     VisionSegment,
     VisionTokens,
 )
+from lrsvqa.models.generation import forced_greedy, settings_record
 from lrsvqa.models.hooks import read_attention, run_until
 
 if TYPE_CHECKING:
@@ -283,6 +284,16 @@ class HFAdapter(Adapter):
                 entries.append(LayoutEntry(Slot.SEPARATOR, r, c))
         return ImageBlock(entries, (rows, cols))
 
+    def llm_vision_positions(self, segments: Sequence[VisionSegment]) -> int:
+        """Sequence positions ``segments`` take in the LLM input, separators included."""
+        return sum(len(self._layout(segments, b).entries) for b in self._blocks(segments))
+
+    def prompt_text_tokens(self, question: str, n_images: int) -> int:
+        """Text tokens of the prompt around ``n_images`` image placeholders (placeholders
+        excluded): what the chat template adds besides the vision positions."""
+        ids = self.tokenizer(self.prompt(n_images, question))["input_ids"]
+        return sum(1 for t in ids if t != self.image_token_id)
+
     def build_inputs(
         self,
         segments: Sequence[VisionSegment],
@@ -469,6 +480,10 @@ class HFAdapter(Adapter):
         self._focus_prefixes.clear()
 
     # -------------------------------------------------------------------- generate
+    def generation_settings(self, max_new_tokens: int) -> dict[str, Any]:
+        """What decides the generated tokens, for a run's saved config."""
+        return settings_record(forced_greedy(self.model.generation_config, max_new_tokens))
+
     def generate(
         self,
         inputs: PreparedInputs,
@@ -477,17 +492,21 @@ class HFAdapter(Adapter):
         do_sample: bool = False,
         output_scores: bool = False,
     ) -> Generation:
+        config = forced_greedy(self.model.generation_config, max_new_tokens, do_sample=do_sample)
+        config.return_dict_in_generate, config.output_logits = True, output_scores
+        extra = {"tokenizer": self.tokenizer} if config.stop_strings else {}
         with torch.no_grad():
+            # The prompt's ids beside its embeddings: the first forward reads the embeddings,
+            # and every processor that reads the prompt sees the ids stock generate sees.
             out = self.model.generate(
+                input_ids=inputs.input_ids,
                 inputs_embeds=inputs.inputs_embeds,
                 attention_mask=inputs.attention_mask,
                 position_ids=self.generation_position_ids(inputs),
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                return_dict_in_generate=True,
-                output_logits=output_scores,
+                generation_config=config,
+                **extra,
             )
-        new = out.sequences[0].tolist()
+        new = out.sequences[0, inputs.length :].tolist()
         scores = [s[0] for s in out.logits] if output_scores and out.logits is not None else None
         return Generation(
             text=self.tokenizer.decode(new, skip_special_tokens=True),

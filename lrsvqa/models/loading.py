@@ -151,6 +151,25 @@ def _device_dtype(device: str, dtype: Any) -> tuple[Any, Any]:
     return dev, named[dtype]
 
 
+def check_tokenizer_files(path: Path) -> None:
+    """ModelError naming the packages when only a SentencePiece model can be read."""
+    import importlib.util
+
+    if (path / "tokenizer.json").is_file() or not (path / "tokenizer.model").is_file():
+        return
+    missing = [
+        name
+        for name, module in (("sentencepiece", "sentencepiece"), ("protobuf", "google.protobuf"))
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ModelError(
+            f"{path} has a SentencePiece tokenizer.model but no tokenizer.json; reading it needs "
+            f"{' and '.join(missing)}: pip install 'lrsvqa[sentencepiece]' (or "
+            f"pip install {' '.join(missing)}), or save a tokenizer.json into the folder"
+        )
+
+
 def from_pretrained(
     model_id: str = DEFAULT_MODEL_ID,
     revision: str | None = None,
@@ -168,6 +187,7 @@ def from_pretrained(
     if family is not None:
         registry.adapter_class(family)  # unknown family fails before any build or download
     path, resolved = resolve_path(model_id, revision)
+    check_tokenizer_files(path)
     try:
         config_dict = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as exc:
@@ -191,7 +211,11 @@ def from_pretrained(
         raise ModelError(f"cannot load {model_id!r} as {cls.model_class_name}: {exc}") from None
     model.to(dev).eval()
     try:
-        processor = cls.processor_class.from_pretrained(path, trust_remote_code=False)
+        # The PIL image backend whether or not torchvision is installed: the pixels (and so
+        # the answers) never depend on an optional package.
+        processor = cls.processor_class.from_pretrained(
+            path, trust_remote_code=False, backend="pil"
+        )
     except (OSError, ValueError, TypeError) as exc:
         raise ModelError(f"cannot load the processor of {model_id!r}: {exc}") from None
     resolved = resolved or getattr(model.config, "_commit_hash", None)

@@ -23,6 +23,7 @@ from lrsvqa.prune import (
     thumbnail_segment,
     tile_segment,
 )
+from lrsvqa.prune.budget import check_context, check_thumbnail, fit_budget
 from lrsvqa.pyramid import PyramidConfig, Tile
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class Pipeline:
             )
             if self.prune.llm.method == "pdrop"
             else None,
-            "generation": {"max_new_tokens": self.max_new_tokens, "do_sample": False},
+            "generation": self.adapter.generation_settings(self.max_new_tokens),
         }
 
     def session(
@@ -169,10 +170,14 @@ class Pipeline:
         bar = TileBar() if progress is None and self.progress else None
         trace = Trace(progress or bar)
         try:
+            n_images = 1 if getattr(self.adapter, "single_placeholder", False) else 2
+            check_context(
+                self.adapter, question, self.focus.token_budget, self.max_new_tokens, n_images
+            )
             trace.emit("pyramid")
             session = self.session(scene, bands)
             thumbnail = trace.encoded("thumbnail", session.thumbnail(trace.watch)).tokens[0]
-            self._check_budget(thumbnail.n)
+            self._check_budget(self.adapter.llm_vision_positions([thumbnail_segment(thumbnail)]))
             trace.levels = levels_to_visit(session.pyramid, self.focus, thumbnail.n)
             focus = select(
                 session.pyramid,
@@ -186,9 +191,18 @@ class Pipeline:
             )
             trace.emit("generate")
             with trace.watch.timing("generate"):
-                inputs = self.adapter.build_inputs(
-                    assemble_segments(focus, thumbnail, self.prune), question
+                segments, cut = fit_budget(
+                    self.adapter,
+                    assemble_segments(focus, thumbnail, self.prune),
+                    self.focus.token_budget,
+                    focus,
                 )
+                if cut:
+                    focus.notes.append(
+                        f"{cut} lowest-ranked tile tokens were cut so that their newline "
+                        f"separators fit the budget of {self.focus.token_budget:,} vision positions"
+                    )
+                inputs = self.adapter.build_inputs(segments, question)
                 generation, per_layer = generate_pruned(
                     self.adapter, inputs, self.prune.llm, max_new_tokens=self.max_new_tokens
                 )
@@ -243,15 +257,10 @@ class Pipeline:
         """Decoder layers one focus pass runs."""
         return max(self.scorer.resolve_layers(self.adapter)) + 1
 
-    def _check_budget(self, thumbnail_tokens: int) -> None:
-        """A budget below the thumbnail's tokens would be overrun silently: refuse it."""
-        if self.focus.token_budget < thumbnail_tokens:
-            raise ConfigError(
-                f"--budget {self.focus.token_budget:,} is smaller than the "
-                f"{thumbnail_tokens:,} vision tokens of the global thumbnail alone "
-                f"({self.adapter.capabilities.family}); use --budget {thumbnail_tokens:,} "
-                "or more"
-            )
+    def _check_budget(self, thumbnail_positions: int) -> None:
+        """A budget below the thumbnail's positions would be overrun silently: refuse it."""
+        if self.prune.thumbnail:
+            check_thumbnail(thumbnail_positions, self.focus.token_budget)
 
     def save_overlay(
         self, answer: Answer, path: str | os.PathLike[str], *, panel_size: int = 512
