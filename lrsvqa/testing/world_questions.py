@@ -39,7 +39,9 @@ class WorldQuestion:
         row: dict[str, object] = {
             "question_id": question_id,
             "image": image,
-            "category": self.category,
+            # LRS-VQA files know 8 categories: its yes/no presence questions are "reasoning"
+            "category": "reasoning" if self.category == "presence" else self.category,
+            "world_category": self.category,
             "text": self.text,
             "ground_truth": self.answer,
             "image_size": [world.width, world.height],
