@@ -201,12 +201,21 @@ def ask(
 ) -> None:
     """Answer QUESTION about SCENE (a raster path or http(s) URL)."""
     from lrsvqa.io import open_scene
+    from lrsvqa.io.cogcache import ensure_cog
     from lrsvqa.pipeline import check_question
 
     check_question(question)
     band_choice = parse_bands(bands)
     # Open the scene before loading the model: a bad file fails in a second, not a minute.
-    open_scene(scene, bands=band_choice).close()
+    # A big PNG/JPEG is converted into the COG cache now, once (lrsvqa.io.cogcache).
+    cached = ensure_cog(scene, progress=not as_json)
+    if cached.status == "converted" and not as_json:
+        click.echo(
+            f"note: {scene} converted once into the COG cache ({cached.seconds:.0f} s): "
+            "later questions read only the windows they need",
+            err=True,
+        )
+    open_scene(scene, bands=band_choice, cog_cache=True).close()
     with build_pipeline(progress=not as_json, **model_kw) as pipeline:
         if pipeline.model_id.startswith("tiny/") and not as_json:
             click.echo(

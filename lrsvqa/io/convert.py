@@ -17,6 +17,7 @@ from rasterio.windows import Window as RioWindow
 
 from lrsvqa.errors import ConfigError, RasterReadError, SceneOpenError
 from lrsvqa.io.gdal_config import configure_gdal
+from lrsvqa.io.memory import decode_rows
 from lrsvqa.io.scene import check_local_file, gdal_message
 
 Progress = Callable[[int], None]
@@ -71,13 +72,14 @@ def convert_to_cog(
                 BIGTIFF="IF_SAFER",
             )
             profile.pop("photometric", None)  # e.g. YCbCr only makes sense with JPEG
-            rows = range(0, src.height, blocksize)
+            step = decode_rows(src.height, blocksize)
+            rows = range(0, src.height, step)
             with rasterio.open(tmp, "w", **profile) as dst_ds:
                 dst_ds.colorinterp = src.colorinterp
                 if tags:
                     dst_ds.update_tags(**tags)
                 for y0 in _progress(rows, progress, desc, unit="strip"):
-                    window = RioWindow(0, y0, src.width, min(blocksize, src.height - y0))
+                    window = RioWindow(0, y0, src.width, min(step, src.height - y0))
                     _copy_strip(src, dst_ds, window)
                 factors = _factors(src.width, src.height, blocksize)
                 if factors:

@@ -28,6 +28,15 @@ def strip_rows(width: int, bands: int, itemsize: int = 1, budget: int = STRIP_BY
     return max(1, budget // max(1, width * bands * itemsize))
 
 
+def decode_rows(height: int, rows: int) -> int:
+    """Rows per strip when decoding a whole file: never the whole image in one read.
+
+    GDAL's whole-image PNG path (GDAL >= 3.9, libdeflate) returns a truncated file's
+    missing rows as zeros without an error; strip reads report it.
+    """
+    return max(1, min(rows, (height + 1) // 2))
+
+
 def read_decoded(source: np.ndarray, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
     """``window`` of a decoded (bands, H, W) uint8 array resized to ``out_shape`` → (h, w, bands).
 

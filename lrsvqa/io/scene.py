@@ -32,7 +32,7 @@ from lrsvqa.errors import (
 )
 from lrsvqa.io.gdal_config import REMOTE_OPEN_OPTIONS, configure_gdal
 from lrsvqa.io.limits import SMALL_SCENE_PIXELS, max_pixels
-from lrsvqa.io.memory import read_decoded, strip_rows
+from lrsvqa.io.memory import decode_rows, read_decoded, strip_rows
 from lrsvqa.io.stretch import BandStretch, percentile_stretch
 from lrsvqa.io.window import Window
 
@@ -460,7 +460,7 @@ class Scene:
         out = np.empty((len(bands), self.height, self.width), dtype=np.uint8)
         cache = max(DECODE_CACHE_MIN, out.nbytes // 8)
         itemsize = np.dtype(self.dtype).itemsize
-        rows = strip_rows(self.width, self.count, itemsize, cache // 4)
+        rows = decode_rows(self.height, strip_rows(self.width, self.count, itemsize, cache // 4))
         with rasterio.Env(GDAL_CACHEMAX=cache):
             for y0 in range(0, self.height, rows):
                 h = min(rows, self.height - y0)
