@@ -70,12 +70,14 @@ def test_miss_then_hit_reads_the_same_pixels(cache: Path, tmp_path: Path) -> Non
 def test_changed_file_is_a_miss_and_replaces_the_old_entry(cache: Path, tmp_path: Path) -> None:
     png = _png(tmp_path / "scene.png")
     old = cogcache.ensure_cog(png).cog
-    _png(png, seed=1)  # rewritten: new content, size may be equal, mtime changes
     stat = png.stat()
-    os.utime(png, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    os.utime(png, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # same bytes
+    touched = cogcache.ensure_cog(png)
+    assert touched.status == "converted" and touched.cog != old  # a new mtime is a miss
+    assert old is not None and not old.exists()  # and the old version is dropped
+    _png(png, seed=1)  # new content
     again = cogcache.ensure_cog(png)
-    assert again.status == "converted" and again.cog != old
-    assert old is not None and not old.exists()
+    assert again.status == "converted" and again.cog != touched.cog
     native, _, _, _ = _read(png, cog_cache=True)
     np.testing.assert_array_equal(native, _read(png)[0])  # the new pixels, not the old
 

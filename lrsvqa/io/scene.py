@@ -455,10 +455,10 @@ class Scene:
         # front to back (PNG decodes sequentially), converted to uint8 and copied in.
         # GDAL's whole-image PNG path is 3x faster but holds the compressed file and
         # a second full-size buffer (2x the pixels); its block cache is capped during
-        # the decode so that it never holds more than ~1/8 of the pixels.
+        # the decode so that it never holds more than ~1/16 of the pixels.
         bands = list(self.bands)
         out = np.empty((len(bands), self.height, self.width), dtype=np.uint8)
-        cache = max(DECODE_CACHE_MIN, out.nbytes // 8)
+        cache = max(DECODE_CACHE_MIN, out.nbytes // 16)
         itemsize = np.dtype(self.dtype).itemsize
         rows = decode_rows(self.height, strip_rows(self.width, self.count, itemsize, cache // 4))
         with rasterio.Env(GDAL_CACHEMAX=cache):
