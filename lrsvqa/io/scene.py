@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
 #: Smallest GDAL block cache (bytes) while a memory-mode scene is decoded in strips.
 DECODE_CACHE_MIN = 8 * 2**20
+_DECODE_LOCK = threading.Lock()
 _STATS_SIDE = 1024  # long side of the sample the stretch statistics come from
 _CONVERT_HINT = "convert it first with `lrsvqa convert {path} OUT.tif` (tiled COG with overviews)"
 
@@ -461,7 +462,10 @@ class Scene:
         cache = max(DECODE_CACHE_MIN, out.nbytes // 16)
         itemsize = np.dtype(self.dtype).itemsize
         rows = decode_rows(self.height, strip_rows(self.width, self.count, itemsize, cache // 4))
-        with rasterio.Env(GDAL_CACHEMAX=cache):
+        # One decode at a time in the process: the cap is process-wide (restored on exit),
+        # and two whole-scene decodes at once (a prefetch beside a question) would
+        # double the peak.
+        with _DECODE_LOCK, rasterio.Env(GDAL_CACHEMAX=cache):
             for y0 in range(0, self.height, rows):
                 h = min(rows, self.height - y0)
                 raw, valid = self._read_raw(Window(0, y0, self.width, h), (h, self.width))
