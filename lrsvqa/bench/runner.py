@@ -31,6 +31,7 @@ from lrsvqa.bench.manifest import (
     now,
     read_manifest,
 )
+from lrsvqa.bench.prefetch import ScenePrefetcher
 from lrsvqa.bench.records import Question
 from lrsvqa.bench.shard import Shard, run_order, shard_questions
 from lrsvqa.errors import DataError, LrsvqaError
@@ -322,8 +323,12 @@ def _answer_all(
     last_save = time.monotonic()
     errors: AnswerLog | None = None
     try:
-        with _progress_bar(len(todo), options.progress) as bar:
+        with (
+            _progress_bar(len(todo), options.progress) as bar,
+            ScenePrefetcher(answerer, [str(q.image_path) for q in todo]) as prefetcher,
+        ):
             for q in todo:
+                prefetcher.before(str(q.image_path))  # next scene read while this one runs
                 try:
                     answer = answerer.ask(str(q.image_path), q.text)
                     record = answer_record(q, answer.to_dict())

@@ -133,23 +133,32 @@ def ask(
     """Answer QUESTION about SCENE (a raster path or http(s) URL)."""
     from lrsvqa.errors import ConfigError
     from lrsvqa.io import open_scene
+    from lrsvqa.io.cogcache import ensure_cog
     from lrsvqa.pipeline import check_question
 
     check_question(question)
     band_choice = parse_bands(bands)
     # Bad input fails in a second, before a model loads for a minute: the scene, the
     # settings (a budget below the thumbnail is refused when the model is known), the
-    # output paths.
-    with open_scene(scene, bands=band_choice) as opened:
+    # output paths. A big PNG/JPEG is converted into the COG cache now, once
+    # (lrsvqa.io.cogcache).
+    focus_config(**{k: model_kw[k] for k in FOCUS_PARAMS})
+    llm_prune_config(**{k: model_kw[k] for k in LLM_PRUNE_PARAMS})
+    check_output_path(geojson, "--geojson")
+    check_output_path(overlay, "--overlay")
+    cached = ensure_cog(scene, progress=not as_json)
+    if cached.status == "converted" and not as_json:
+        click.echo(
+            f"note: {scene} converted once into the COG cache ({cached.seconds:.0f} s): "
+            "later questions read only the windows they need",
+            err=True,
+        )
+    with open_scene(scene, bands=band_choice, cog_cache=True) as opened:
         if geojson and geojson_crs == "EPSG:4326" and opened.crs is None:
             raise ConfigError(
                 f"{scene}: the scene has no CRS, so --geojson-crs EPSG:4326 is impossible; "
                 "use --geojson-crs scene (pixel coordinates)"
             )
-    focus_config(**{k: model_kw[k] for k in FOCUS_PARAMS})
-    llm_prune_config(**{k: model_kw[k] for k in LLM_PRUNE_PARAMS})
-    check_output_path(geojson, "--geojson")
-    check_output_path(overlay, "--overlay")
     with build_pipeline(progress=not as_json, **model_kw) as pipeline:
         if pipeline.model_id.startswith("tiny/") and not as_json:
             click.echo(

@@ -240,3 +240,9 @@ def merge(run_dir: Path, as_json: bool) -> None:
             f"{len(summary.missing)} of {summary.expected} questions have no answer: {shown}",
             err=True,
         )
+
+
+# `lrsvqa bench prepare` lives in its own module (the conversion cache, issue 16).
+from lrsvqa.cli.prepare_cmd import prepare  # noqa: E402
+
+bench.add_command(prepare)

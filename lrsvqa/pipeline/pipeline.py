@@ -77,7 +77,7 @@ class Pipeline:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         self.max_new_tokens = max_new_tokens
         self.progress = progress
-        self.sessions = SessionCache(max_scenes)
+        self.sessions = SessionCache(max_scenes, progress=progress)
         self.scorer: TokenScorer = AttentionScorer(self.focus.layers)
         if self.focus.focus.startswith("distilled:"):
             from lrsvqa.focus.distilled import load_scorer
@@ -154,6 +154,13 @@ class Pipeline:
     ) -> SceneSession:
         """The cached per-scene state (opened on first use)."""
         return self.sessions.get(scene, tuple(bands) if bands else None, self.pyramid, self.adapter)
+
+    def prefetch(
+        self, scene: str | os.PathLike[str] | Scene, bands: Sequence[int] | None = None
+    ) -> None:
+        """Open ``scene`` and read what its first question needs (stretch, thumbnail,
+        level-0 tiles), e.g. in a thread while the model answers about another scene."""
+        self.session(scene, bands).pyramid.prefetch()
 
     def ask(
         self,

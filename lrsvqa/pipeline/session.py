@@ -4,6 +4,7 @@ statistics and the encoded tiles, within a memory cap."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -169,9 +170,11 @@ def scene_key(path: str, bands: tuple[int, ...] | None) -> tuple[Any, ...]:
 class SessionCache:
     """The most recently used scene sessions (a few scenes open at once)."""
 
-    def __init__(self, max_scenes: int = 2):
+    def __init__(self, max_scenes: int = 2, *, progress: bool = False):
         self.max_scenes = max_scenes
+        self.progress = progress  # a bar while a big scene is converted on first use
         self._sessions: OrderedDict[tuple[Any, ...], SceneSession] = OrderedDict()
+        self._lock = threading.RLock()  # the next scene may be opened by a prefetch thread
 
     def get(
         self,
@@ -184,20 +187,36 @@ class SessionCache:
             key: tuple[Any, ...] = ("scene-object", id(scene), config)
         else:
             key = (*scene_key(os.fspath(scene), bands), config)
-        session = self._sessions.get(key)
-        if session is not None:
-            self._sessions.move_to_end(key)
-            return session
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None:
+                self._sessions.move_to_end(key)
+                return session
         owned = not isinstance(scene, Scene)
-        opened = open_scene(scene, bands=bands) if not isinstance(scene, Scene) else scene
-        session = SceneSession(opened, config, adapter, cache_cap_bytes(), owns_scene=owned)
-        self._sessions[key] = session
-        while len(self._sessions) > self.max_scenes:
-            _, old = self._sessions.popitem(last=False)
-            old.close()
-        return session
+        # Opened outside the lock: a prefetch thread converting a big scene must not
+        # hold up questions about the current one. Big PNG/JPEG/overview-less scenes
+        # are read from the conversion cache.
+        opened = (
+            open_scene(scene, bands=bands, cog_cache=True, progress=self.progress)
+            if not isinstance(scene, Scene)
+            else scene
+        )
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None:  # another thread opened it meanwhile
+                if owned:
+                    opened.close()
+                self._sessions.move_to_end(key)
+                return session
+            session = SceneSession(opened, config, adapter, cache_cap_bytes(), owns_scene=owned)
+            self._sessions[key] = session
+            while len(self._sessions) > self.max_scenes:
+                _, old = self._sessions.popitem(last=False)
+                old.close()
+            return session
 
     def clear(self) -> None:
-        for session in self._sessions.values():
-            session.close()
-        self._sessions.clear()
+        with self._lock:
+            for session in self._sessions.values():
+                session.close()
+            self._sessions.clear()
