@@ -13,6 +13,7 @@ from lrsvqa.focus import AttentionScorer, FocusConfig, FocusResult, select
 from lrsvqa.io.scene import Scene
 from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
 from lrsvqa.pipeline.cost import CostReport, layer_prefill_flops, peak_rss_mb, prefill_flops
+from lrsvqa.pipeline.progress import Progress, ProgressCallback
 from lrsvqa.pipeline.session import SceneSession, SessionCache, Stopwatch
 from lrsvqa.prune import (
     PruneConfig,
@@ -154,12 +155,17 @@ class Pipeline:
         question: str,
         *,
         bands: Sequence[int] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Answer:
-        """Answer ``question`` about ``scene`` (a path, URL or open ``Scene``)."""
+        """Answer ``question`` about ``scene`` (a path, URL or open ``Scene``);
+        ``progress`` (optional) is called with a ``Progress`` at each stage."""
         check_question(question)
+        report = progress or (lambda _: None)
         start_all = time.perf_counter()
         watch = Stopwatch()
         session = self.session(scene, bands)
+        n_levels = len(session.pyramid.levels)
+        report(Progress("pyramid", levels=n_levels))
         caps = self.adapter.capabilities
         thumbnail_cached = session.has_thumbnail
         thumbnail = session.thumbnail_tokens(watch)
@@ -171,7 +177,14 @@ class Pipeline:
         def encode(tiles: Sequence[Tile]) -> list[VisionTokens]:
             nonlocal hits
             fresh = {t.key for t in tiles if not session.has(t)}
-            tokens = session.encode_tiles(tiles, watch, progress=self.progress)
+            level = tiles[0].level if tiles else None
+            tokens: list[VisionTokens] = []
+            step = 8 if progress is not None else max(len(tiles), 1)  # one batch: no callback
+            for i in range(0, len(tiles), step):
+                report(Progress("encode", level, n_levels, i, len(tiles)))
+                chunk = tiles[i : i + step]
+                tokens += session.encode_tiles(chunk, watch, progress=self.progress)
+            report(Progress("encode", level, n_levels, len(tiles), len(tiles)))
             for tile, tok in zip(tiles, tokens, strict=True):
                 key = str(tile.level)
                 used[key] = used.get(key, 0) + tok.n
@@ -187,6 +200,7 @@ class Pipeline:
 
         def score(thumb: VisionTokens, tiles: Sequence[Tile], tokens: list[VisionTokens]) -> Any:
             start = time.perf_counter()
+            report(Progress("focus", tiles[0].level if tiles else None, n_levels))
             segments = [thumbnail_segment(thumb)] + [
                 tile_segment(tok, tile) for tile, tok in zip(tiles, tokens, strict=True)
             ]
@@ -203,6 +217,7 @@ class Pipeline:
             tokens_per_tile=caps.n_tokens_per_tile,
         )
         segments = assemble_segments(focus, thumbnail, self.prune)
+        report(Progress("generate"))
         start = time.perf_counter()
         inputs = self.adapter.build_inputs(segments, question)
         generation, per_layer = generate_pruned(
@@ -235,6 +250,7 @@ class Pipeline:
             seconds=dict(watch.seconds),
             peak_rss_mb=peak_rss_mb(),
         )
+        report(Progress("done"))
         return Answer(
             text=generation.text.strip(),
             question=question,
