@@ -40,6 +40,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_rfm",
         "Compare an RFM's ranking with its teacher.",
     ),
+    "serve": ("lrsvqa.cli.serve_cmd", "serve", "Serve a map page and JSON API for asking."),
 }
 
 
