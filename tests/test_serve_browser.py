@@ -84,7 +84,9 @@ def exposed_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from lrsvqa.testing import make_ship_scene
 
     root = tmp_path_factory.mktemp("browser-root")
-    make_ship_scene(root / "scene.tif", 1024, ships=4)  # what `lrsvqa demo` writes, smaller
+    make_ship_scene(
+        root / "scene.tif", 2048, ships=5
+    )  # two pyramid levels  # what `lrsvqa demo` writes, smaller
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LRSVQA_TOKEN": TOKEN}
     log = (tmp_path_factory.mktemp("browser-log") / "serve.log").open("w")
