@@ -510,3 +510,38 @@ def test_full_queue_answers_429_and_nothing_hangs(served: Any) -> None:
     for job in [first, *accepted]:
         assert client.wait(job["job"], timeout=60)["state"] == "done"
     assert client.get("/api/info")[1]["queue"]["waiting"] == 0
+
+
+def test_allowed_url_scene_and_nothing_else_fetched(served: Any, http_server: Any) -> None:
+    """A URL under --allow-url is a scene like any other; one outside is never fetched."""
+    import morecantile
+
+    from lrsvqa.serve import ServeConfig, create_app
+    from lrsvqa.testing import make_ship_scene
+
+    base_url, www, seen = http_server
+    (www / "allowed").mkdir()
+    make_ship_scene(www / "allowed" / "remote.tif", 512, ships=1)
+    make_ship_scene(www / "private.tif", 256, ships=1)
+    config = ServeConfig(root=served["root"], allow_urls=(f"{base_url}/allowed/",))
+    live = LiveServer(create_app(served["pipeline"], config))
+    try:
+        client = Client(live.port)
+        url = f"{base_url}/allowed/remote.tif"
+        status, info = client.get(f"/api/scene?id={url}")
+        assert status == 200 and info["crs"] == "EPSG:32650" and info["remote"] is True
+        west, south, east, north = info["tiles"]["bounds"]
+        tile = morecantile.tms.get("WebMercatorQuad").tile(
+            (west + east) / 2, (south + north) / 2, info["tiles"]["maxzoom"]
+        )
+        status, png = client.get(f"/api/tiles/{tile.z}/{tile.x}/{tile.y}.png?scene={url}")
+        assert status == 200 and png[:4] == b"\x89PNG"
+        job = client.ask(url, "Is there a ship?", selector="thumbnail", max_new_tokens=1)
+        assert client.wait(job["job"])["state"] == "done"
+        fetched = len(seen)
+        for bad in (f"{base_url}/private.tif", f"{base_url}/allowed/../private.tif"):
+            status, data = client.get(f"/api/scene?id={bad}")
+            assert status == 403, data
+        assert len(seen) == fetched  # refused URLs were never requested
+    finally:
+        live.stop()

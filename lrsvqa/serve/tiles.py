@@ -18,10 +18,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import rasterio
 from PIL import Image
 
 from lrsvqa.errors import LrsvqaError, RasterReadError
 from lrsvqa.io import BandStretch, Window, open_scene
+from lrsvqa.io.scene import _REMOTE_GDAL_OPTIONS as REMOTE_GDAL_OPTIONS
 from lrsvqa.serve.scenes import SceneRef
 
 TILE_SIZE = 256
@@ -124,6 +126,14 @@ class TileService:
                 with (
                     self._memory_dataset(ref, bands, meta) as dataset,
                     cls(ref.id, dataset=dataset) as reader,
+                ):
+                    yield reader
+            elif ref.remote:
+                # The reader's own remote settings (few range requests, no directory
+                # listing), and a timeout so a slow host cannot hold a thread forever.
+                with (
+                    rasterio.Env(**REMOTE_GDAL_OPTIONS, GDAL_HTTP_TIMEOUT=30),
+                    cls(ref.path) as reader,
                 ):
                     yield reader
             else:
