@@ -45,6 +45,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "convert_checkpoint",
         "Convert an official LRS-VQA checkpoint to a stock LLaVA folder + RFM.",
     ),
+    "serve": ("lrsvqa.cli.serve_cmd", "serve", "Serve a map page and JSON API for asking."),
 }
 
 
