@@ -3,6 +3,7 @@
 from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
 from lrsvqa.pipeline.cost import CostReport, prefill_flops
 from lrsvqa.pipeline.pipeline import MAX_QUESTION_CHARS, Pipeline, ask, check_question
+from lrsvqa.pipeline.tables import to_geodataframe
 
 __all__ = [
     "MAX_QUESTION_CHARS",
@@ -14,4 +15,5 @@ __all__ = [
     "ask",
     "check_question",
     "prefill_flops",
+    "to_geodataframe",
 ]

@@ -1,0 +1,67 @@
+"""Stand-ins for ``lrsvqa ask-many``'s model, and a subprocess entry point.
+
+``stub_answerer`` replaces ``lrsvqa.cli.ask_many_cmd.make_answerer``: model ids
+``stub`` (the stub adapter: the real pipeline, no neural network), ``stub/slow``
+(50 ms more per answer), ``tiny/<family>`` (the real tiny model). With
+``LRSVQA_TEST_KILL_MARKER=PATH`` set, the first question about a scene whose name
+contains ``kill`` SIGKILLs the process (after creating PATH, so a retry passes):
+a worker dying mid-run. Run ``python -m tests.ask_many_fakes ask-many …`` from the
+repository root to get the ordinary CLI with this answerer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class _Answerer:
+    """Delegates to a Pipeline; adds the delay and the kill point."""
+
+    def __init__(self, pipeline: Any, delay: float) -> None:
+        self.pipeline = pipeline
+        self.delay = delay
+        self.model_id = pipeline.model_id
+        self.revision = pipeline.revision
+
+    def config_dict(self) -> dict[str, Any]:
+        return dict(self.pipeline.config_dict())
+
+    def ask(self, scene: str, question: str, **kw: Any) -> Any:
+        marker = os.environ.get("LRSVQA_TEST_KILL_MARKER")
+        if marker and "kill" in Path(scene).name and not Path(marker).exists():
+            Path(marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.delay:
+            time.sleep(self.delay)
+        return self.pipeline.ask(scene, question, **kw)
+
+
+def stub_answerer(options: Any) -> _Answerer:
+    """Drop-in for ``lrsvqa.cli.ask_many_cmd.make_answerer``."""
+    from lrsvqa.cli.ask_many_cmd import make_answerer
+    from lrsvqa.pipeline import Pipeline
+    from lrsvqa.testing.stub import StubAdapter
+
+    model_id = options.model.get("model_id") or ""
+    if model_id.startswith("tiny/"):
+        return _Answerer(make_answerer(options), 0.0)
+    if not model_id.startswith("stub"):
+        raise ValueError(f"the fake answers stub, stub/slow or tiny/<family>, got {model_id!r}")
+    return _Answerer(Pipeline(StubAdapter()), 0.05 if model_id.endswith("/slow") else 0.0)
+
+
+def _main() -> int:
+    from lrsvqa.cli import ask_many_cmd
+    from lrsvqa.cli.main import main
+
+    ask_many_cmd.make_answerer = stub_answerer  # type: ignore[assignment]
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
