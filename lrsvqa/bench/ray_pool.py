@@ -55,16 +55,27 @@ def _connect(ray: Any, address: str, num_cpus: int | None) -> bool:
     if ray.is_initialized():
         return False
     local = address in ("", "local")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    # Worker output stays in Ray's session logs: stdout is ours (--json), failures reach
+    # the errors table.
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if local:
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
     elif num_cpus is not None:
         raise ConfigError("--ray-num-cpus applies to a new local Ray instance, not to ADDRESS")
-    try:
-        ray.init(address=None if local else address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"--ray {address}: cannot start or reach Ray ({one_line(exc)})") from None
+    for attempt in (1, 2):
+        try:
+            ray.init(address=None if local else address, **kwargs)
+            return True
+        except Exception as exc:  # Ray raises bare Exception for a slow node start
+            # An overloaded machine can miss Ray's fixed 30 s start window: try once more.
+            if attempt == 1 and local and "timed out during startup" in str(exc):
+                log.warning("Ray's local node was slow to start; trying once more")
+                ray.shutdown()
+                continue
+            raise ConfigError(
+                f"--ray {address}: cannot start or reach Ray ({one_line(exc)[:300]})"
+            ) from None
     return True
 
 
