@@ -182,3 +182,25 @@ def test_ray_equals_one_process_and_survives_a_killed_worker(tmp_path, tiny_scen
     log = (run_dir(out) / "answers.jsonl").read_text().splitlines()
     assert len(log) == len({json.loads(x)["question_id"] for x in log}) == 2
     pd.testing.assert_frame_equal(answers_table(out), one)
+
+
+@pytest.mark.slow
+def test_bench_on_ray_equals_one_process(tmp_path, bench_data) -> None:
+    pytest.importorskip("ray")
+    data, images = bench_data
+    common = ["--data", str(data), "--image-root", str(images), "--model", "fake/echo"]
+    on_ray = tmp_path / "ray"
+    command = [sys.executable, "-m", "tests.bench_fakes", "bench", *common, "--out", str(on_ray)]
+    command += ["--json", "--ray-num-cpus", "2", "--ray-actors", "2", "--ray"]
+    done = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert json.loads(done.stdout)["answered"] == 12
+    single = tmp_path / "single"
+    assert cli("bench", *common, "--out", str(single)) == 0
+
+    def lines(path: Path) -> list[dict[str, Any]]:
+        return sorted(
+            (json.loads(x) for x in path.read_text().splitlines()), key=lambda r: r["question_id"]
+        )
+
+    assert lines(on_ray / "answers.jsonl") == lines(single / "answers.jsonl")
