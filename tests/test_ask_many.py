@@ -404,3 +404,35 @@ def test_unusable_device_is_one_line(tmp_path, capsys, monkeypatch) -> None:
     assert "--device cuda:1: CUDA is not available here" in err
     rc, _, err = ask_many(capsys, [tmp_path / "s"], tmp_path / "d.parquet", "--device", "tpu")
     assert rc == 2 and "--device 'tpu'" in err
+
+
+def test_resolve_device_auto_is_cuda_only_when_usable(monkeypatch) -> None:
+    import torch
+
+    from lrsvqa.bench.shard import cpu_threads, resolve_device
+
+    cores = len(os.sched_getaffinity(0))
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+        assert resolve_device("auto", {}) == "cpu"
+        rank = {"LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+        torch.set_num_threads(1)  # what torchrun's OMP_NUM_THREADS=1 gives every rank
+        assert resolve_device("auto", rank) == "cpu"
+        assert torch.get_num_threads() == cpu_threads(rank) == max(1, cores // 2)
+        assert cpu_threads({"LOCAL_WORLD_SIZE": str(4 * cores)}) == 1
+        with pytest.raises(ConfigError, match="CUDA is not available here"):
+            resolve_device("cuda", rank)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+        assert resolve_device("auto", {}) == "cuda"
+        assert resolve_device("auto", {"LOCAL_RANK": "1"}) == "cuda:1"
+        assert resolve_device("auto", {"LOCAL_RANK": "3"}) == "cuda:1"  # 2 ranks per GPU
+        assert resolve_device("cuda:1", {}) == "cuda:1"
+        with pytest.raises(ConfigError, match=r"has 2 CUDA device\(s\)"):
+            resolve_device("cuda:2", {})
+        with pytest.raises(ConfigError, match="unknown device"):
+            resolve_device("gpu0", {})
+    finally:
+        torch.set_num_threads(threads)
