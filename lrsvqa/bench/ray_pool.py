@@ -8,7 +8,9 @@ answered becomes an error record, and the run goes on. Needs ``lrsvqa[ray]``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -105,9 +107,14 @@ def actor_pool(
     """``(ray, actors)``: one model per actor (``num_gpus=1`` where the cluster has
     GPUs, else one CPU each); the first actor's config goes to ``on_config``."""
     ray = _import_ray()
-    started = _connect(ray, address, num_cpus)
+    # Ray prints the cluster's messages (a worker died, a task retried) on stdout, which
+    # is the command's own (``--json``): send them to stderr while Ray runs.
+    quiet = contextlib.redirect_stdout(sys.stderr)
+    quiet.__enter__()
+    started = False
     pool: list[Any] = []
     try:
+        started = _connect(ray, address, num_cpus)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         n = min(actors or max(gpus, 1), max(tasks, 1))
         options: dict[str, Any] = {"max_restarts": MAX_RETRIES, "max_task_retries": MAX_RETRIES}
@@ -125,6 +132,7 @@ def actor_pool(
             ray.kill(actor)
         if started:
             ray.shutdown()
+        quiet.__exit__(None, None, None)
 
 
 def stream(
