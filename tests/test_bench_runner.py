@@ -25,7 +25,6 @@ from lrsvqa.bench.shard import (
     Shard,
     assign_images,
     parse_shard,
-    resolve_device,
     resolve_shard,
     run_order,
     shard_questions,
@@ -320,9 +319,6 @@ def test_shard_and_device_parsing() -> None:
     assert resolve_shard("0/2", {"RANK": "0", "WORLD_SIZE": "1"}) == Shard(0, 2)
     with pytest.raises(ConfigError, match="not an integer"):
         resolve_shard(None, {"WORLD_SIZE": "two"})
-    assert resolve_device("auto", {"LOCAL_RANK": "3"}) == "cuda:3"
-    assert resolve_device("cpu", {"LOCAL_RANK": "3"}) == "cpu"
-    assert resolve_device("auto", {}) == "auto"
     assert Shard(0, 2).answers_name == "answers.shard-0-of-2.jsonl"
     assert Shard().manifest_name == "manifest.json"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +92,9 @@ class RunOptions:
     llm_prune: dict[str, Any] = field(default_factory=dict)  # LLMPruneConfig fields
     # Other FocusConfig fields set away from their default (max_depth, layers, seed, …).
     focus_extra: dict[str, Any] = field(default_factory=dict)
+    ray: str | None = None  # None: this process; "local": a new local Ray; else its address
+    ray_actors: int | None = None
+    ray_num_cpus: int | None = None
 
     def identity(self) -> dict[str, Any]:
         """The options that change answers (``None``: the pipeline's default)."""
@@ -301,6 +304,29 @@ def _final_status(summary: RunSummary) -> str:
     return "complete" if complete else "incomplete"
 
 
+#: One question's outcome: the answer's ``to_dict()``, or (error class name, message).
+Outcome = tuple[Question, dict[str, Any] | None, tuple[str, str] | None]
+
+
+def _local_answers(
+    todo: list[Question], answerer: Answerer, use_config: Callable[[dict[str, Any]], None]
+) -> Iterator[Outcome]:
+    use_config(
+        {
+            "model_id": answerer.model_id,
+            "revision": answerer.revision,
+            "answerer": answerer.config_dict(),
+        }
+    )
+    with ScenePrefetcher(answerer, [str(q.image_path) for q in todo]) as prefetcher:
+        for q in todo:
+            prefetcher.before(str(q.image_path))  # next scene read while this one runs
+            try:
+                yield q, answerer.ask(str(q.image_path), q.text).to_dict(), None
+            except LrsvqaError as exc:
+                yield q, None, (type(exc).__name__, str(exc))
+
+
 def _answer_all(
     todo: list[Question],
     options: RunOptions,
@@ -310,45 +336,41 @@ def _answer_all(
     manifest: dict[str, Any],
     save: Callable[..., None],
 ) -> None:
-    answerer = make_answerer(options)
-    config = {
-        "model_id": answerer.model_id,
-        "revision": answerer.revision,
-        "answerer": answerer.config_dict(),
-    }
-    check_identity(options.out, "config", config)
-    manifest["config"] = config
-    manifest["model"].update(id=answerer.model_id, revision=answerer.revision)
-    save()
+    def use_config(config: dict[str, Any]) -> None:
+        check_identity(options.out, "config", config)
+        manifest["config"] = config
+        manifest["model"].update(id=config["model_id"], revision=config["revision"])
+        save()
+
+    if options.ray is not None:
+        from lrsvqa.bench.ray_pool import ray_question_answers
+
+        results = ray_question_answers(todo, options, make_answerer, use_config)
+    else:
+        results = _local_answers(todo, make_answerer(options), use_config)
     last_save = time.monotonic()
     errors: AnswerLog | None = None
     try:
-        with (
-            _progress_bar(len(todo), options.progress) as bar,
-            ScenePrefetcher(answerer, [str(q.image_path) for q in todo]) as prefetcher,
-        ):
-            for q in todo:
-                prefetcher.before(str(q.image_path))  # next scene read while this one runs
-                try:
-                    answer = answerer.ask(str(q.image_path), q.text)
-                    record = answer_record(q, answer.to_dict())
-                except LrsvqaError as exc:
-                    log.error("%s (%s): %s: %s", q.question_id, q.image, type(exc).__name__, exc)
+        with _progress_bar(len(todo), options.progress) as bar:
+            for q, answer, exc in results:
+                if answer is None:
+                    assert exc is not None
+                    log.error("%s (%s): %s: %s", q.question_id, q.image, exc[0], exc[1])
                     if errors is None:
                         errors = AnswerLog(options.out / options.shard.errors_name).__enter__()
                     errors.append(
                         {
                             "question_id": q.question_id,
                             "image": q.image,
-                            "error": type(exc).__name__,
-                            "message": str(exc),
+                            "error": exc[0],
+                            "message": exc[1],
                             "time": now(),
                         }
                     )
                     summary.failed += 1
                     summary.failed_ids.append(q.question_id)
                 else:
-                    answers.append(record)
+                    answers.append(answer_record(q, answer))
                     summary.answered += 1
                     summary.done += 1
                 bar.update(1)

@@ -102,7 +102,7 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     "--device",
     default="auto",
     show_default=True,
-    help="auto, cpu, cuda, cuda:N (auto under torchrun: cuda:$LOCAL_RANK).",
+    help="auto (CUDA if usable, else CPU; under torchrun cuda:$LOCAL_RANK), cpu, cuda, cuda:N.",
 )
 @click.option(
     "--max-new-tokens",
@@ -111,6 +111,17 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     show_default=True,
     help="Most tokens per answer (LRS-VQA answers are a word or phrase).",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray: a new local instance, or the cluster at ADDRESS (write --ray=ADDRESS).",
+)
+@click.option("--ray-actors", type=int, default=None, help="Model actors (default: one per GPU).")
+@click.option("--ray-num-cpus", type=int, default=None, help="CPUs of a new local Ray instance.")
 @focus_options
 @llm_prune_options
 @json_option
@@ -130,6 +141,9 @@ def bench(
     skip_missing: bool,
     device: str,
     max_new_tokens: int,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_num_cpus: int | None,
     as_json: bool,
     **knobs: Any,
 ) -> int:
@@ -189,7 +203,8 @@ def bench(
         max_tiles=kept["max_tiles"],
         budget=kept["budget"],
         focus_extra=extra,
-        device=resolve_device(device),
+        # on Ray each actor resolves `auto` for itself (the driver may have no GPU)
+        device=device if ray_address is not None else resolve_device(device),
         limit=limit,
         sources=_choices(source),
         categories=_choices(category),
@@ -200,6 +215,9 @@ def bench(
         focus=config.focus,
         max_new_tokens=max_new_tokens,
         llm_prune=llm_prune_config(**knobs).to_dict(),
+        ray=ray_address,
+        ray_actors=ray_actors,
+        ray_num_cpus=ray_num_cpus,
     )
     summary = run_benchmark(options, make_answerer)
     if as_json:

@@ -49,6 +49,8 @@ class Evidence:
 
     tiles: list[TileEvidence] = field(default_factory=list)
     crs: str | None = None  # the scene CRS; None: geometries are in pixel coordinates
+    # the scene's bounds in its CRS (None without CRS): ask-many's footprint column
+    scene_bounds: tuple[float, float, float, float] | None = None
 
     @property
     def finest_level(self) -> int | None:
@@ -116,6 +118,29 @@ class Evidence:
                 collection["crs"] = {"type": "name", "properties": {"name": _crs_urn(self.crs)}}
         return collection
 
+    def to_geodataframe(self, crs: str = "scene") -> Any:
+        """The chosen tiles as a GeoDataFrame (level, score, kept tokens, pixel box), in the
+        scene CRS (``"scene"``) or reprojected to ``crs`` (e.g. ``"EPSG:4326"``)."""
+        import geopandas as gpd
+
+        if crs != "scene" and self.crs is None:
+            raise ConfigError(
+                f"the scene has no CRS, so its evidence cannot be reprojected to {crs}; "
+                "use crs='scene' (pixel coordinates)"
+            )
+        target = self.crs if crs == "scene" else crs
+        rows, geometries = [], []
+        for tile in self.tiles:
+            row = tile.to_dict()
+            row["pixel_box"] = row.pop("box")
+            rows.append(row)
+            geometry = tile.geometry
+            if crs != "scene":
+                geometry = reproject_geometry(geometry, self.crs, crs)
+            geometries.append(geometry)
+        columns = ["level", "factor", "row", "col", "score", "kept_tokens", "finest", "pixel_box"]
+        return gpd.GeoDataFrame(rows, columns=columns, geometry=geometries, crs=target)
+
 
 def _crs_urn(crs: str) -> str:
     if crs.upper().startswith("EPSG:"):
@@ -148,4 +173,6 @@ def evidence_of(pyramid: DynamicImagePyramid, focus: FocusResult) -> Evidence:
                     finest=is_last,
                 )
             )
-    return Evidence(tiles=tiles, crs=scene.crs.to_string() if scene.crs else None)
+    crs = scene.crs.to_string() if scene.crs else None
+    bounds = tuple(float(v) for v in scene.bounds) if crs else None
+    return Evidence(tiles=tiles, crs=crs, scene_bounds=bounds)  # type: ignore[arg-type]

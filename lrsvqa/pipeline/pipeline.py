@@ -285,6 +285,15 @@ class Pipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def ask_many(self, sources: Any, questions: Any, **options: Any) -> Any:
+        """Ask every question about every scene of ``sources`` (files, globs, folders,
+        lists, STAC); yield answers as they finish (``lrsvqa.pipeline.many.ask_many``)."""
+        from lrsvqa.pipeline.many import ask_many
+
+        for question in [questions] if isinstance(questions, str) else questions:
+            check_question(question)
+        return ask_many(self, sources, questions, **options)
+
 
 def ask(
     scene: str | os.PathLike[str],
