@@ -117,7 +117,7 @@ def test_converted_rfm_loads_with_the_release_layers(converted: dict[str, Any]) 
 
     grids = scorer.score(
         ad, [thumbnail_segment(ad.encode([IMAGE])[0]), *ad.stock_segments(IMAGE)], QUESTION
-    )
+    ).grids
     assert len(grids) == 1 and np.isclose(grids[0].sum(), 1.0)
 
 

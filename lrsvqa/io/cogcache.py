@@ -103,7 +103,7 @@ def needs_conversion(path: str) -> tuple[bool, str]:
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     from lrsvqa.errors import SceneOpenError
-    from lrsvqa.io.scene import gdal_message
+    from lrsvqa.io.paths import gdal_message
 
     try:
         with warnings.catch_warnings():
@@ -150,7 +150,7 @@ def cached_cog(path: str | os.PathLike[str], *, progress: bool = False) -> Path 
 
 def ensure_cog(path: str | os.PathLike[str], *, progress: bool = False) -> CacheResult:
     """Look ``path`` up in the conversion cache; convert it on a miss."""
-    from lrsvqa.io.scene import check_local_file, is_remote
+    from lrsvqa.io.paths import check_local_file, is_remote
 
     source = os.fspath(path)
     if not cache_enabled():

@@ -18,7 +18,7 @@ from rasterio.windows import Window as RioWindow
 from lrsvqa.errors import ConfigError, RasterReadError, SceneOpenError
 from lrsvqa.io.gdal_config import configure_gdal
 from lrsvqa.io.memory import decode_rows
-from lrsvqa.io.scene import check_local_file, gdal_message
+from lrsvqa.io.paths import check_local_file, gdal_message
 
 Progress = Callable[[int], None]
 

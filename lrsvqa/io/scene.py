@@ -33,34 +33,17 @@ from lrsvqa.errors import (
 from lrsvqa.io.gdal_config import REMOTE_OPEN_OPTIONS, configure_gdal
 from lrsvqa.io.limits import SMALL_SCENE_PIXELS, max_pixels
 from lrsvqa.io.memory import decode_rows, read_decoded, strip_rows
+from lrsvqa.io.paths import check_local_file, gdal_message, is_remote
 from lrsvqa.io.stretch import BandStretch, percentile_stretch
 from lrsvqa.io.window import Window
 
 log = logging.getLogger(__name__)
 
-_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
 #: Smallest GDAL block cache (bytes) while a memory-mode scene is decoded in strips.
 DECODE_CACHE_MIN = 8 * 2**20
 _DECODE_LOCK = threading.Lock()
 _STATS_SIDE = 1024  # long side of the sample the stretch statistics come from
 _CONVERT_HINT = "convert it first with `lrsvqa convert {path} OUT.tif` (tiled COG with overviews)"
-
-
-def is_remote(path: str) -> bool:
-    return path.startswith(_URL_PREFIXES)
-
-
-def check_local_file(path: str) -> None:
-    """Clear errors for the common local mistakes, before GDAL sees the path."""
-    if is_remote(path):
-        return
-    p = Path(path)
-    if not p.exists():
-        raise SceneOpenError(f"{path}: no such file; check the path")
-    if p.is_dir():
-        raise SceneOpenError(f"{path}: is a folder, not a raster file")
-    if p.stat().st_size == 0:
-        raise SceneOpenError(f"{path}: the file is empty (0 bytes); re-download or re-export it")
 
 
 @dataclass(frozen=True)
@@ -479,15 +462,3 @@ def _interleave(channels: np.ndarray) -> np.ndarray:
     if channels.shape[0] == 1:
         channels = np.repeat(channels, 3, axis=0)
     return np.ascontiguousarray(np.moveaxis(channels, 0, -1))
-
-
-def gdal_message(exc: BaseException) -> str:
-    """The most specific GDAL message in an exception chain, on one line."""
-    messages: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(messages) < 4:
-        text = " ".join(str(seen).split())
-        if text and "See previous exception" not in text:
-            messages.append(text)
-        seen = seen.__cause__ or seen.__context__
-    return (messages[-1] if messages else type(exc).__name__)[:200]

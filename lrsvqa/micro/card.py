@@ -39,6 +39,9 @@ def ship(run: str | Path, name: str = "qwen2_vl") -> Path:
     for f in FILES:
         if (run / "model" / f).exists():
             shutil.copy2(run / "model" / f, dest / f)
+    if not (run / "eval.json").exists():  # training stopped before its own evaluation
+        report = evaluate_single_tile(str(dest), n_questions=400)
+        (run / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
     held_out = json.loads((run / "eval.json").read_text())
     test_set = evaluate_single_tile(str(dest), **TEST_SET)  # type: ignore[arg-type]
     settings = json.loads((run / "settings.json").read_text())
