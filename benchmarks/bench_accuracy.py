@@ -160,7 +160,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     items = [(p, w, q) for s, (p, w) in enumerate(worlds) for q in questions(w, s, args.per_scene)]
     print(f"{len(items)} questions over {len(worlds)} scenes", file=sys.stderr)
     rows: list[dict[str, Any]] = []
+    wanted = set(args.configs.split(",")) if args.configs else None
     for name, spec in configs(args.distilled).items():
+        if wanted is not None and name not in wanted:
+            continue
         if spec.get("oracle"):
             pipeline = Pipeline(adapter, max_new_tokens=6)
         else:
@@ -302,6 +305,9 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=12)
     parser.add_argument("--per-scene", type=int, default=20)
     parser.add_argument("--distilled", default=None, help="a train-rfm output folder")
+    parser.add_argument(
+        "--configs", default=None, help="comma list of configs to run (default all)"
+    )
     parser.add_argument(
         "--cache",
         default=os.path.join(
