@@ -12,7 +12,13 @@ from lrsvqa.errors import ConfigError
 from lrsvqa.focus import AttentionScorer, FocusConfig, FocusResult, select
 from lrsvqa.io.scene import Scene
 from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
-from lrsvqa.pipeline.cost import CostReport, layer_prefill_flops, peak_rss_mb, prefill_flops
+from lrsvqa.pipeline.cost import (
+    CostReport,
+    focus_pass_flops,
+    paper_prefill_flops,
+    peak_rss_mb,
+    prefill_flops,
+)
 from lrsvqa.pipeline.session import SceneSession, SessionCache, Stopwatch
 from lrsvqa.prune import (
     PruneConfig,
@@ -214,7 +220,8 @@ class Pipeline:
 
         passes = self.scorer.passes[passes_before:]
         runs = getattr(self.scorer, "runs", [])[runs_before:] or [(n, n) for n in passes]
-        focus_layers = max(self.scorer.resolve_layers(self.adapter)) + 1 if passes else 0
+        read_layers = self.scorer.resolve_layers(self.adapter) if passes else ()
+        focus_layers = max(read_layers) if passes else 0
         n_vision = int(inputs.vision_positions.numel() + inputs.separator_positions.numel())
         cost = CostReport(
             vision_tokens=used,
@@ -229,9 +236,12 @@ class Pipeline:
             llm_tokens_per_layer=list(per_layer),
             new_tokens=len(generation.token_ids),
             vision_flops=caps.vision_flops_per_tile * sum(tiles_encoded.values()),
-            focus_flops=focus_layers
-            * sum(layer_prefill_flops(caps, run, keys) for run, keys in runs),
+            focus_flops=sum(focus_pass_flops(caps, read_layers, run, keys) for run, keys in runs),
             llm_flops=prefill_flops(caps, per_layer),
+            paper_llm_flops=paper_prefill_flops(caps, per_layer),
+            paper_focus_flops=sum(
+                focus_pass_flops(caps, read_layers, run, keys, paper=True) for run, keys in runs
+            ),
             seconds=dict(watch.seconds),
             peak_rss_mb=peak_rss_mb(),
         )
