@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from lrsvqa.bench.answers import (
     AnswerLog,
     answer_record,
+    mme_answer_record,
     read_answer_lines,
     write_json_atomic,
 )
@@ -31,9 +32,10 @@ from lrsvqa.bench.manifest import (
     now,
     read_manifest,
 )
-from lrsvqa.bench.records import Question
+from lrsvqa.bench.mme import load_mme_rs
+from lrsvqa.bench.records import MMEQuestion, Question
 from lrsvqa.bench.shard import Shard, run_order, shard_questions
-from lrsvqa.errors import DataError, LrsvqaError
+from lrsvqa.errors import ConfigError, DataError, LrsvqaError
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +91,12 @@ class RunOptions:
     focus: str = "attention"  # token scorer: attention or distilled:PATH
     max_new_tokens: int = 32
     llm_prune: dict[str, Any] = field(default_factory=dict)  # LLMPruneConfig fields
+    benchmark: str = "lrsvqa"  # or "mme-rs" (MME-RealWorld, remote-sensing subset)
 
     def identity(self) -> dict[str, Any]:
         """The options that change answers (``None``: the pipeline's default)."""
-        return {
+        extra = {} if self.benchmark == "lrsvqa" else {"benchmark": self.benchmark}
+        return extra | {
             "model": self.model,
             "revision": self.revision,
             "selector": self.selector,
@@ -191,14 +195,7 @@ def run_benchmark(
     """
     started, t0 = now(), time.monotonic()
     shard, out = options.shard, options.out
-    questions = load_lrsvqa(
-        options.data,
-        options.image_root,
-        sources=options.sources,
-        categories=options.categories,
-        size_bins=options.size_bins,
-        limit=options.limit,
-    )
+    questions = load_questions(options)
     ordered = run_order(questions)
     mine = shard_questions(ordered, shard)
     missing = [str(p) for p in missing_images(mine)]
@@ -283,6 +280,43 @@ def run_benchmark(
     return summary
 
 
+BENCHMARKS = ("lrsvqa", "mme-rs")
+
+
+def load_questions(options: RunOptions) -> list[Any]:
+    """The run's questions: LRS-VQA ``Question``s, or MME-RealWorld-RS ``MMEQuestion``s."""
+    if options.benchmark == "lrsvqa":
+        return load_lrsvqa(
+            options.data,
+            options.image_root,
+            sources=options.sources,
+            categories=options.categories,
+            size_bins=options.size_bins,
+            limit=options.limit,
+        )
+    if options.benchmark != "mme-rs":
+        raise ConfigError(
+            f"unknown benchmark {options.benchmark!r}; valid: {', '.join(BENCHMARKS)}"
+        )
+    if options.sources or options.size_bins:
+        raise ConfigError("--source and --size-bin are LRS-VQA filters; mme-rs has neither")
+    questions = load_mme_rs(options.data, options.image_root)
+    if options.categories:
+        wanted = {c.lower() for c in options.categories}
+        questions = [q for q in questions if q.category.lower() in wanted]
+    return questions[: options.limit] if options.limit is not None else questions
+
+
+def question_text(q: Question | MMEQuestion) -> str:
+    """What the model is asked: LRS-VQA's text, or MME's official multiple-choice prompt."""
+    return q.prompt() if isinstance(q, MMEQuestion) else q.text
+
+
+def question_record(q: Question | MMEQuestion, answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer line of either benchmark."""
+    return mme_answer_record(q, answer) if isinstance(q, MMEQuestion) else answer_record(q, answer)
+
+
 def _resume_lines(path: Path) -> list[Any]:
     lines = read_answer_lines(path, tolerate_torn_tail=False, allow_duplicates=True)
     ids = [line.question_id for line in lines]
@@ -321,8 +355,8 @@ def _answer_all(
         with _progress_bar(len(todo), options.progress) as bar:
             for q in todo:
                 try:
-                    answer = answerer.ask(str(q.image_path), q.text)
-                    record = answer_record(q, answer.to_dict())
+                    answer = answerer.ask(str(q.image_path), question_text(q))
+                    record = question_record(q, answer.to_dict())
                 except LrsvqaError as exc:
                     log.error("%s (%s): %s: %s", q.question_id, q.image, type(exc).__name__, exc)
                     if errors is None:

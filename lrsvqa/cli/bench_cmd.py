@@ -61,7 +61,16 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
 
 @click.group("bench", invoke_without_command=True)
 @click.option(
-    "--data", type=click.Path(path_type=Path), help="Annotation file LRS_VQA_merged.jsonl."
+    "--benchmark",
+    type=click.Choice(["lrsvqa", "mme-rs"]),
+    default="lrsvqa",
+    show_default=True,
+    help="LRS-VQA, or MME-RealWorld's remote-sensing subset (multiple choice).",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Annotation file: LRS_VQA_merged.jsonl, or MME-RealWorld's JSON for mme-rs.",
 )
 @click.option(
     "--image-root",
@@ -117,6 +126,7 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
 @click.pass_context
 def bench(
     ctx: click.Context,
+    benchmark: str,
     data: Path | None,
     image_root: Path | None,
     model: str | None,
@@ -138,7 +148,7 @@ def bench(
     as_json: bool,
     **llm_prune: Any,
 ) -> int:
-    """Answer LRS-VQA questions with a model, one fsynced JSON line per answer.
+    """Answer LRS-VQA (or MME-RealWorld-RS) questions, one fsynced JSON line per answer.
 
     Killed or failed runs resume where they stopped when the same command is
     run again. Shard across GPUs with --shard I/N or torchrun; then run
@@ -189,6 +199,7 @@ def bench(
         focus=focus,
         max_new_tokens=max_new_tokens,
         llm_prune=llm_prune_config(**llm_prune).to_dict(),
+        benchmark=benchmark,
     )
     summary = run_benchmark(options, make_answerer)
     if as_json:
