@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from lrsvqa.errors import ConfigError
 from lrsvqa.focus import AttentionScorer, FocusConfig, FocusResult, select
+from lrsvqa.focus.padding import unpadded_keep
 from lrsvqa.io.scene import Scene
 from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
 from lrsvqa.pipeline.cost import (
@@ -193,8 +194,9 @@ class Pipeline:
 
         def score(thumb: VisionTokens, tiles: Sequence[Tile], tokens: list[VisionTokens]) -> Any:
             start = time.perf_counter()
-            segments = [thumbnail_segment(thumb)] + [
-                tile_segment(tok, tile) for tile, tok in zip(tiles, tokens, strict=True)
+            segments = [thumbnail_segment(thumb)] + [  # padding never enters the pass
+                tile_segment(tok, tile, unpadded_keep(session.pyramid, tile, tok.grid))
+                for tile, tok in zip(tiles, tokens, strict=True)
             ]
             out = self.scorer.score(self.adapter, segments, question)
             watch.add("focus", time.perf_counter() - start)
