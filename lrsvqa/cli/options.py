@@ -65,6 +65,14 @@ def llm_prune_options(func: Any) -> Any:
             help="PyramidDrop λ: share of image tokens kept at each boundary, in (0, 1].",
         ),
         click.option(
+            "--pdrop-positions",
+            type=click.Choice(["keep", "compact"]),
+            default="keep",
+            show_default=True,
+            help="After a PyramidDrop drop: keep original position ids, or renumber them "
+            "0..n-1 as the release does (1-D RoPE models only).",
+        ),
+        click.option(
             "--fastv-k",
             type=int,
             default=2,
@@ -98,6 +106,7 @@ def llm_prune_config(
     fastv_k: int = 2,
     fastv_ratio: float = 0.5,
     fastv_query: str = "all",
+    pdrop_positions: str = "keep",
 ) -> Any:
     """The LLMPruneConfig of the ``llm_prune_options``."""
     from lrsvqa.errors import ConfigError
@@ -118,4 +127,5 @@ def llm_prune_config(
         fastv_k=fastv_k,
         fastv_ratio=fastv_ratio,
         fastv_query=fastv_query,
+        pdrop_positions=pdrop_positions,
     )

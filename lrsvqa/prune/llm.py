@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 LLM_METHODS = ("none", "pdrop", "fastv")
 FASTV_QUERIES = ("all", "last")
+PDROP_POSITIONS = ("keep", "compact")
 
 
 def default_pdrop_layers(num_layers: int) -> tuple[int, ...]:
@@ -36,6 +37,9 @@ class LLMPruneConfig:
     fastv_k: int = 2  # layers that see every token
     fastv_ratio: float = 0.5  # R: share of the image tokens dropped after layer K
     fastv_query: str = "all"  # rank by attention from all queries (paper) or the last one
+    # after a drop: "keep" each kept token's original position id, or "compact" them to
+    # 0..n-1 as the PyramidDrop / LRS-VQA release does (decoding then subtracts the drops)
+    pdrop_positions: str = "keep"
 
     def __post_init__(self) -> None:
         if self.pdrop_layers is not None and not isinstance(self.pdrop_layers, tuple):
@@ -63,6 +67,11 @@ class LLMPruneConfig:
         if self.fastv_query not in FASTV_QUERIES:
             raise ConfigError(
                 f"fastv_query must be one of {', '.join(FASTV_QUERIES)}, got {self.fastv_query!r}"
+            )
+        if self.pdrop_positions not in PDROP_POSITIONS:
+            raise ConfigError(
+                f"pdrop_positions must be one of {', '.join(PDROP_POSITIONS)}, "
+                f"got {self.pdrop_positions!r}"
             )
         layers = self.pdrop_layers
         if layers is not None:
@@ -175,7 +184,13 @@ def generate_pruned(
     lm = _language_model(adapter)
     num_layers = len(lm.layers)
     config.validate(num_layers)
-    dropper = RowDropper(lm, stages_for(config, num_layers), inputs)
+    compact = config.method != "none" and config.pdrop_positions == "compact"
+    if compact and adapter.capabilities.mrope:
+        raise ConfigError(
+            "pdrop_positions 'compact' renumbers 1-D positions, as the LLaVA-based release "
+            "does; M-RoPE models (Qwen2/2.5-VL) keep their 3-D ids: use 'keep'"
+        )
+    dropper = RowDropper(lm, stages_for(config, num_layers), inputs, compact=compact)
     with dropper.installed():
         generation = adapter.generate(inputs, **kwargs)
     return generation, list(dropper.tokens_per_layer)
@@ -184,6 +199,7 @@ def generate_pruned(
 __all__ = [
     "FASTV_QUERIES",
     "LLM_METHODS",
+    "PDROP_POSITIONS",
     "LLMPruneConfig",
     "default_pdrop_layers",
     "generate_pruned",
