@@ -92,10 +92,13 @@ class RunOptions:
     max_new_tokens: int = 32
     llm_prune: dict[str, Any] = field(default_factory=dict)  # LLMPruneConfig fields
     benchmark: str = "lrsvqa"  # or "mme-rs" (MME-RealWorld, remote-sensing subset)
+    mrope_positions: str = "scene"  # or "compact" (PruneConfig.mrope_positions)
 
     def identity(self) -> dict[str, Any]:
         """The options that change answers (``None``: the pipeline's default)."""
-        extra = {} if self.benchmark == "lrsvqa" else {"benchmark": self.benchmark}
+        extra: dict[str, Any] = {} if self.benchmark == "lrsvqa" else {"benchmark": self.benchmark}
+        if self.mrope_positions != "scene":  # runs from before the option resume unchanged
+            extra["mrope_positions"] = self.mrope_positions
         return extra | {
             "model": self.model,
             "revision": self.revision,

@@ -15,6 +15,7 @@ from lrsvqa.cli.options import (
     json_option,
     llm_prune_config,
     llm_prune_options,
+    mrope_option,
     parse_bands,
 )
 from lrsvqa.focus.config import SELECTORS
@@ -85,7 +86,7 @@ def model_options(func: Any) -> Any:
     ]
     for option in reversed(options):
         func = option(func)
-    return llm_prune_options(focus_option(func))
+    return mrope_option(llm_prune_options(focus_option(func)))
 
 
 def build_pipeline(
@@ -104,6 +105,7 @@ def build_pipeline(
     max_new_tokens: int = 32,
     focus: str = "attention",
     progress: bool = False,
+    mrope_positions: str = "scene",
     **llm_prune: Any,
 ) -> Any:
     """A Pipeline from the command-line options (the same names as ``model_options``)."""
@@ -128,7 +130,7 @@ def build_pipeline(
         device=device,
         dtype=dtype,
         focus=focus_config,
-        prune=PruneConfig(llm=llm_prune_config(**llm_prune)),
+        prune=PruneConfig(llm=llm_prune_config(**llm_prune), mrope_positions=mrope_positions),
         max_new_tokens=max_new_tokens,
         progress=progress,
     )

@@ -18,6 +18,7 @@ from lrsvqa.cli.options import (
     json_option,
     llm_prune_config,
     llm_prune_options,
+    mrope_option,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ def make_answerer(options: RunOptions) -> Answerer:
         options.model,
         revision=options.revision,
         focus=FocusConfig(**focus),
-        prune=PruneConfig(llm=LLMPruneConfig(**options.llm_prune)),
+        prune=PruneConfig(
+            llm=LLMPruneConfig(**options.llm_prune), mrope_positions=options.mrope_positions
+        ),
         device=options.device,
         max_new_tokens=options.max_new_tokens,
     )
@@ -122,6 +125,7 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
 )
 @focus_option
 @llm_prune_options
+@mrope_option
 @json_option
 @click.pass_context
 def bench(
@@ -146,6 +150,7 @@ def bench(
     max_new_tokens: int,
     focus: str,
     as_json: bool,
+    mrope_positions: str,
     **llm_prune: Any,
 ) -> int:
     """Answer LRS-VQA (or MME-RealWorld-RS) questions, one fsynced JSON line per answer.
@@ -200,6 +205,7 @@ def bench(
         max_new_tokens=max_new_tokens,
         llm_prune=llm_prune_config(**llm_prune).to_dict(),
         benchmark=benchmark,
+        mrope_positions=mrope_positions,
     )
     summary = run_benchmark(options, make_answerer)
     if as_json:

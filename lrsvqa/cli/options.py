@@ -41,6 +41,18 @@ def focus_option(func: Any) -> Any:
     )(func)
 
 
+def mrope_option(func: Any) -> Any:
+    """--mrope-positions: how tile tokens get their M-RoPE (h, w) ids (Qwen2/2.5-VL)."""
+    return click.option(
+        "--mrope-positions",
+        type=click.Choice(["scene", "compact"]),
+        default="scene",
+        show_default=True,
+        help="M-RoPE ids of tile tokens: their cell in the level's whole-scene grid, or the "
+        "tiles present packed side by side (ids within the trained range).",
+    )(func)
+
+
 def llm_prune_options(func: Any) -> Any:
     """--llm-prune and its knobs (PyramidDrop / FastV inside the LLM)."""
     options = [

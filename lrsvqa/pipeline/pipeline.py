@@ -26,7 +26,7 @@ from lrsvqa.prune import (
     assemble_segments,
     generate_pruned,
     thumbnail_segment,
-    tile_segment,
+    tile_segments,
 )
 from lrsvqa.pyramid import PyramidConfig, Tile
 
@@ -189,14 +189,19 @@ class Pipeline:
                     hits += 1
             return tokens
 
+        compact_positions = caps.mrope and self.prune.mrope_positions == "compact"
         passes_before = len(self.scorer.passes)
         runs_before = len(getattr(self.scorer, "runs", []))
 
         def score(thumb: VisionTokens, tiles: Sequence[Tile], tokens: list[VisionTokens]) -> Any:
             start = time.perf_counter()
-            segments = [thumbnail_segment(thumb)] + [  # padding never enters the pass
-                tile_segment(tok, tile, unpadded_keep(session.pyramid, tile, tok.grid))
-                for tile, tok in zip(tiles, tokens, strict=True)
+            keeps = [  # padding never enters the pass
+                unpadded_keep(session.pyramid, t, tok.grid)
+                for t, tok in zip(tiles, tokens, strict=True)
+            ]
+            segments = [
+                thumbnail_segment(thumb),
+                *tile_segments(tiles, tokens, keeps, compact=compact_positions),
             ]
             out = self.scorer.score(self.adapter, segments, question)
             watch.add("focus", time.perf_counter() - start)
@@ -210,7 +215,7 @@ class Pipeline:
             score=score if self.focus.selector == "rfm" else None,
             tokens_per_tile=caps.n_tokens_per_tile,
         )
-        segments = assemble_segments(focus, thumbnail, self.prune)
+        segments = assemble_segments(focus, thumbnail, self.prune, mrope=caps.mrope)
         start = time.perf_counter()
         inputs = self.adapter.build_inputs(segments, question)
         generation, per_layer = generate_pruned(
