@@ -51,7 +51,6 @@ def main() -> int:
         return list(out[0, batch["input_ids"].shape[1] :].tolist())
 
     def adapter() -> list[int]:
-        ad.tile_cache.clear()
         inputs = ad.build_inputs(ad.stock_segments(image), question)
         return ad.generate(inputs, **gen).token_ids
 

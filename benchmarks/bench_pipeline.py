@@ -99,7 +99,6 @@ def timing_section(
         adapter = from_pretrained(tmp, device="cpu")
 
     def one(selector: str, budget: int) -> tuple[float, object]:
-        adapter.tile_cache.clear()
         adapter.clear_focus_cache()
         pipeline = Pipeline(
             adapter,
@@ -135,7 +134,6 @@ def timing_section(
         f"{pruned.cost.paper_flops / full.cost.paper_flops:.2f} (papers')"
     )  # type: ignore[attr-defined]
 
-    adapter.tile_cache.clear()
     adapter.clear_focus_cache()
     pipeline = Pipeline(adapter, max_new_tokens=new_tokens)
     start = time.perf_counter()

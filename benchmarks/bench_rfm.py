@@ -113,7 +113,8 @@ def main() -> None:
         f"model: random Qwen2-VL-like, {caps.num_layers} layers, width {caps.hidden_size}, "
         f"{caps.num_heads} heads; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    print(f"prompt: thumbnail + {len(tiles)} level-0 tiles = {free.passes[-1]} tokens")
+    length = free.score(adapter, segments, question).sequence_length  # type: ignore[arg-type]
+    print(f"prompt: thumbnail + {len(tiles)} level-0 tiles = {length} tokens")
     print(
         f"training-free RFM at layer {deep} ({deep + 1} layers): {t_free * 1000:.0f} ms "
         f"(median of {args.repeat}, first question on a scene)"

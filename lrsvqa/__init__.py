@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
     "Pipeline": "lrsvqa.pipeline",
     "Answer": "lrsvqa.pipeline",
     "ask": "lrsvqa.pipeline",
+    "to_geodataframe": "lrsvqa.pipeline",
 }
 
 

@@ -10,12 +10,17 @@ from the repository root: this module's ``__main__`` swaps ``make_answerer`` for
 carries no test-only branch.
 
 Model ids understood by the fake: ``fake/<name>``; ``fake/slow`` sleeps 50 ms per answer.
+``LRSVQA_FAKE_KILL`` makes the fake SIGKILL its own process at a chosen moment (for the
+resume tests): ``loading`` (while the "model" loads), ``during:K`` (inside the answer after
+K written ones), ``between:K`` (right after the K-th answer was written, before the next).
 An empty stand-in image file makes ``ask`` raise ``RasterReadError`` (a damaged scene).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 import zlib
@@ -51,6 +56,10 @@ class FakeAnswerer:
     def __init__(self, options: Any) -> None:
         from lrsvqa.bench import load_lrsvqa
 
+        self.kill = os.environ.get("LRSVQA_FAKE_KILL", "")
+        if self.kill == "loading":
+            _sigkill()
+        self.asked = 0
         self.model_id = options.model
         self.revision: str | None = "fake-rev"
         self.delay = 0.05 if options.model.endswith("/slow") else 0.0
@@ -74,8 +83,16 @@ class FakeAnswerer:
     def ask(self, scene: str, question: str) -> FakeAnswer:
         from lrsvqa.errors import RasterReadError
 
+        # ask is called only after the previous answer was written (flushed and fsynced).
+        if self.kill == f"between:{self.asked}":
+            _sigkill()
+        self.asked += 1
         if self.delay:
-            time.sleep(self.delay)
+            time.sleep(self.delay / 2)
+        if self.kill == f"during:{self.asked - 1}":
+            _sigkill()
+        if self.delay:
+            time.sleep(self.delay / 2)
         if Path(scene).stat().st_size == 0:
             raise RasterReadError(f"{scene}: empty file (damaged scene)")
         q = self.questions[(scene, question)]
@@ -153,6 +170,10 @@ def fake_mme_output(question_id: str, truth: str) -> str:
         return "ABCDEA"["ABCDE".index(truth) + 1]
     style = zlib.crc32(question_id.encode()) % 3
     return (truth, f"The answer is {truth}.", f"({truth})")[style]
+
+
+def _sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fake_answerer(options: Any) -> FakeAnswerer:

@@ -52,40 +52,93 @@ def geotiff(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-class _RangeHandler(SimpleHTTPRequestHandler):
-    """Serves files with HTTP Range support (what GDAL's /vsicurl/ needs)."""
+class ServerLog(list[str]):
+    """The Range header of every GET (``"full"`` without one), and the body bytes sent."""
 
-    requests_seen: ClassVar[list[str]] = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes_sent = 0
+
+
+_BOUNDARY = "lrsvqa-test-byteranges"
+
+
+class _RangeHandler(SimpleHTTPRequestHandler):
+    """Serves files with HTTP Range support as a real server does: one range → 206 with
+    Content-Range; several → 206 ``multipart/byteranges`` (RFC 9110 §14.6), which GDAL's
+    /vsicurl/ multi-range path parses. Reads only the requested bytes from disk."""
+
+    requests_seen: ClassVar[ServerLog]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def _ranges(self, header: str, size: int) -> list[tuple[int, int]] | None:
+        if not header.startswith("bytes="):
+            return None
+        out = []
+        for spec in header[len("bytes=") :].split(","):
+            start_s, _, end_s = spec.strip().partition("-")
+            if not start_s:  # suffix range: the last N bytes
+                start, end = max(0, size - int(end_s)), size - 1
+            else:
+                start, end = int(start_s), min(int(end_s) if end_s else size - 1, size - 1)
+            if start <= end:
+                out.append((start, end))
+        return out
+
+    def _send(self, data: bytes) -> None:
+        self.wfile.write(data)
+        self.requests_seen.bytes_sent += len(data)
+
     def do_GET(self) -> None:
-        self.requests_seen.append(self.headers.get("Range", "full"))
+        header = self.headers.get("Range")
+        self.requests_seen.append(header or "full")
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
             return
-        data = path.read_bytes()
-        header = self.headers.get("Range")
-        if header and header.startswith("bytes="):
+        size = path.stat().st_size
+        ranges = self._ranges(header, size) if header else None
+        with path.open("rb") as handle:
+            if ranges is None:
+                self.send_response(200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                self._send(handle.read())
+                return
+            if not ranges:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.end_headers()
+                return
             parts = []
-            for spec in header[len("bytes=") :].split(","):
-                start_s, _, end_s = spec.strip().partition("-")
-                start = int(start_s)
-                end = min(int(end_s) if end_s else len(data) - 1, len(data) - 1)
-                parts.append((start, end))
-            start, end = parts[0][0], parts[-1][1]  # one merged range is enough for GDAL
-            body = data[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            body = data
-            self.send_response(200)
+            for start, end in ranges:
+                handle.seek(start)
+                parts.append((start, end, handle.read(end - start + 1)))
+        self.send_response(206)
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(body)))
+        if len(parts) == 1:
+            start, end, body = parts[0]
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self._send(body)
+            return
+        chunks = []
+        for start, end, body in parts:
+            head = (
+                f"--{_BOUNDARY}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n"
+            )
+            chunks += [head.encode(), body, b"\r\n"]
+        chunks.append(f"--{_BOUNDARY}--\r\n".encode())
+        payload = b"".join(chunks)
+        self.send_header("Content-Type", f"multipart/byteranges; boundary={_BOUNDARY}")
+        self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(body)
+        self._send(payload)
 
     def do_HEAD(self) -> None:
         path = Path(self.translate_path(self.path))
@@ -99,11 +152,11 @@ class _RangeHandler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path, ServerLog]]:
     """A range-serving HTTP server on 127.0.0.1 over a temp folder: (base_url, folder, log)."""
     root = tmp_path / "www"
     root.mkdir()
-    seen: list[str] = []
+    seen = ServerLog()
     handler = type("Handler", (_RangeHandler,), {"requests_seen": seen})
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)

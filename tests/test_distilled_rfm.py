@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrsvqa.bench.rfm_items import items_from_lrsvqa
 from lrsvqa.errors import ConfigError, ModelError
 from lrsvqa.focus import AttentionScorer
 from lrsvqa.focus.distilled import (
@@ -23,7 +24,7 @@ from lrsvqa.focus.distilled import (
     load_scorer,
     read_meta,
 )
-from lrsvqa.focus.teacher import items_from_lrsvqa, load_prepared, resolve_teacher_layers
+from lrsvqa.focus.teacher import load_prepared, resolve_teacher_layers
 from lrsvqa.focus.train import TrainConfig, agreement, distill_loss, train_rfm
 from lrsvqa.models import from_pretrained, tiny
 
@@ -81,14 +82,16 @@ def test_untrained_rfm_is_the_training_free_scorer(models: dict[str, Any], data:
     adapter = models["qwen"]
     segments = _segments(adapter, data)
     question = "How many ships are there?"
-    expected = AttentionScorer([1]).score(adapter, segments, question)
+    expected = AttentionScorer([1]).score(adapter, segments, question).grids
     module = RegionFocusModule.from_adapter(adapter, 2)
     scorer = DistilledScorer(module, RfmMeta.for_adapter(adapter, 2, [3]))
-    got = scorer.score(adapter, segments, question)
+    result = scorer.score(adapter, segments, question)
+    got = result.grids
     assert [g.shape for g in got] == [e.shape for e in expected]
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-9)
-    assert scorer.passes and scorer.resolve_layers(adapter) == (1,)
+    assert result.tokens_run == result.sequence_length > sum(g.size for g in got)
+    assert scorer.resolve_layers(adapter) == (1,)
     assert abs(sum(g.sum() for g in got) - 1.0) < 1e-5
 
 
@@ -131,11 +134,11 @@ def test_checkpoint_round_trip_gives_identical_scores(
     first = load_scorer(result.out, adapter)
     second = load_scorer(result.out / "rfm.safetensors", adapter)
     segments = _segments(adapter, data)
-    a = first.score(adapter, segments, "Is there a ship?")
-    b = second.score(adapter, segments, "Is there a ship?")
+    a = first.score(adapter, segments, "Is there a ship?").grids
+    b = second.score(adapter, segments, "Is there a ship?").grids
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
-    untrained = AttentionScorer([0]).score(adapter, segments, "Is there a ship?")
+    untrained = AttentionScorer([0]).score(adapter, segments, "Is there a ship?").grids
     assert not np.allclose(a[0], untrained[0])
 
 

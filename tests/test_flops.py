@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lrsvqa.bench.efficiency import QWEN2_7B, efficiency_table
 from lrsvqa.bench.report import build_report
 from lrsvqa.focus import FocusConfig
+from lrsvqa.focus.scoring import ScoreResult
 from lrsvqa.pipeline import Pipeline
 from lrsvqa.pipeline.cost import (
     CostReport,
@@ -75,11 +77,20 @@ def test_cost_report_carries_both_conventions(tmp_path: Path) -> None:
     make_ship_scene(scene, 1024, ships=(Ship(600, 300, 80, 30),))
     adapter = StubAdapter()
     pipeline = Pipeline(adapter, focus=FocusConfig(keep_ratio=0.25, max_tiles=2))
+    results: list[ScoreResult] = []  # what each focus pass ran, as the scorer reports it
+    score = pipeline.scorer.score
+
+    def recording(*args: Any, **kwargs: Any) -> ScoreResult:
+        results.append(score(*args, **kwargs))
+        return results[-1]
+
+    pipeline.scorer.score = recording  # type: ignore[method-assign]
     answer = pipeline.ask(scene, "where is the ship?")
     cost, caps = answer.cost, adapter.capabilities
     layers = pipeline.scorer.resolve_layers(adapter)
     assert cost.focus_layers == max(layers)
-    runs = pipeline.scorer.runs
+    runs = [(r.tokens_run, r.keys) for r in results]
+    assert runs and cost.focus_tokens_run == [r for r, _ in runs]
     assert cost.focus_flops == sum(focus_pass_flops(caps, layers, r, k) for r, k in runs)
     assert cost.paper_focus_flops == sum(
         focus_pass_flops(caps, layers, r, k, paper=True) for r, k in runs

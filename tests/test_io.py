@@ -16,7 +16,7 @@ from rasterio.enums import ColorInterp
 
 import lrsvqa
 from lrsvqa.io import Window, open_scene
-from lrsvqa.testing import expected_values
+from lrsvqa.testing import expected_values, write_geotiff
 
 
 def _check_rgb(array: np.ndarray, shape: tuple[int, int]) -> None:
@@ -281,3 +281,46 @@ def test_http_range_reads(http_server, shared_data: Path) -> None:
     assert "full" not in seen
     with pytest.raises(lrsvqa.SceneOpenError, match=r"missing\.tif"):
         open_scene(f"{base}/missing.tif")
+
+
+def test_windowed_read_of_a_large_remote_cog_fetches_a_small_fraction(
+    http_server, tmp_path: Path
+) -> None:
+    """A 2,048 px COG of incompressible pixels over HTTP: a 300 px window reads the same
+    pixels as the local file for a small fraction of the file's bytes; the test server
+    answers multi-range requests as multipart/byteranges, as a real server does."""
+    import urllib.request
+    from email.parser import BytesParser
+
+    from lrsvqa.io.convert import convert_to_cog
+
+    def noise(x0: int, y0: int, w: int, h: int, band: int) -> np.ndarray:
+        rng = np.random.default_rng([x0, y0, band])
+        return rng.integers(0, 256, (h, w)).astype(np.float64)
+
+    source = write_geotiff(tmp_path / "src.tif", 2048, 2048, blocksize=512, fill=noise)
+    path = http_server[1] / "big.tif"
+    convert_to_cog(source, path)
+    base, _, seen = http_server
+    size = path.stat().st_size
+    assert size > 10_000_000  # incompressible: ~12 MB
+    window = Window(600, 1100, 300, 300)  # inside one 512 px tile of 16 at full resolution
+    with open_scene(f"{base}/big.tif") as remote:
+        seen.clear()
+        seen.bytes_sent = 0
+        got = remote.read(window)
+    with open_scene(path) as local:
+        np.testing.assert_array_equal(got, local.read(window))
+    assert seen and "full" not in seen
+    assert 512 * 512 * 3 <= seen.bytes_sent < 0.08 * size, (seen.bytes_sent, size)
+    # Two ranges in one request come back as two parts, each with its own Content-Range.
+    request = urllib.request.Request(f"{base}/big.tif", headers={"Range": "bytes=0-9,100-119"})
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 206
+        kind = response.headers["Content-Type"]
+        body = response.read()
+    message = BytesParser().parsebytes(b"Content-Type: " + kind.encode() + b"\r\n\r\n" + body)
+    parts = message.get_payload()
+    data = path.read_bytes()
+    assert [p["Content-Range"] for p in parts] == [f"bytes 0-9/{size}", f"bytes 100-119/{size}"]
+    assert [p.get_payload(decode=True) for p in parts] == [data[0:10], data[100:120]]

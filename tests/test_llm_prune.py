@@ -24,7 +24,7 @@ import torch
 
 from lrsvqa.errors import ConfigError
 from lrsvqa.models import families, from_pretrained, tiny
-from lrsvqa.models.hooks import layer_attention
+from lrsvqa.models.attention import layer_attention
 from lrsvqa.prune.llm import (
     LLMPruneConfig,
     default_pdrop_layers,

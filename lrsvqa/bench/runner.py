@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +33,8 @@ from lrsvqa.bench.manifest import (
     read_manifest,
 )
 from lrsvqa.bench.mme import load_mme_rs
-from lrsvqa.bench.records import MMEQuestion, Question
+from lrsvqa.bench.prefetch import ScenePrefetcher
+from lrsvqa.bench.records import MMEQuestion, Question, question_text
 from lrsvqa.bench.shard import Shard, run_order, shard_questions
 from lrsvqa.errors import ConfigError, DataError, LrsvqaError
 
@@ -91,15 +92,23 @@ class RunOptions:
     focus: str = "attention"  # token scorer: attention or distilled:PATH
     max_new_tokens: int = 32
     llm_prune: dict[str, Any] = field(default_factory=dict)  # LLMPruneConfig fields
+    # Other FocusConfig fields set away from their default (max_depth, layers, seed, …).
+    focus_extra: dict[str, Any] = field(default_factory=dict)
+    ray: str | None = None  # None: this process; "local": a new local Ray; else its address
+    ray_actors: int | None = None
+    ray_num_cpus: int | None = None
     benchmark: str = "lrsvqa"  # or "mme-rs" (MME-RealWorld, remote-sensing subset)
     mrope_positions: str = "scene"  # or "compact" (PruneConfig.mrope_positions)
 
     def identity(self) -> dict[str, Any]:
         """The options that change answers (``None``: the pipeline's default)."""
-        extra: dict[str, Any] = {} if self.benchmark == "lrsvqa" else {"benchmark": self.benchmark}
+        extra: dict[str, Any] = {"focus_extra": self.focus_extra} if self.focus_extra else {}
+        if self.benchmark != "lrsvqa":
+            extra["benchmark"] = self.benchmark
         if self.mrope_positions != "scene":  # runs from before the option resume unchanged
             extra["mrope_positions"] = self.mrope_positions
-        return extra | {
+        return {
+            **extra,
             "model": self.model,
             "revision": self.revision,
             "selector": self.selector,
@@ -310,11 +319,6 @@ def load_questions(options: RunOptions) -> list[Any]:
     return questions[: options.limit] if options.limit is not None else questions
 
 
-def question_text(q: Question | MMEQuestion) -> str:
-    """What the model is asked: LRS-VQA's text, or MME's official multiple-choice prompt."""
-    return q.prompt() if isinstance(q, MMEQuestion) else q.text
-
-
 def question_record(q: Question | MMEQuestion, answer: dict[str, Any]) -> dict[str, Any]:
     """The answer line of either benchmark."""
     return mme_answer_record(q, answer) if isinstance(q, MMEQuestion) else answer_record(q, answer)
@@ -333,6 +337,29 @@ def _final_status(summary: RunSummary) -> str:
     return "complete" if complete else "incomplete"
 
 
+#: One question's outcome: the answer's ``to_dict()``, or (error class name, message).
+Outcome = tuple[Question, dict[str, Any] | None, tuple[str, str] | None]
+
+
+def _local_answers(
+    todo: list[Question], answerer: Answerer, use_config: Callable[[dict[str, Any]], None]
+) -> Iterator[Outcome]:
+    use_config(
+        {
+            "model_id": answerer.model_id,
+            "revision": answerer.revision,
+            "answerer": answerer.config_dict(),
+        }
+    )
+    with ScenePrefetcher(answerer, [str(q.image_path) for q in todo]) as prefetcher:
+        for q in todo:
+            prefetcher.before(str(q.image_path))  # next scene read while this one runs
+            try:
+                yield q, answerer.ask(str(q.image_path), question_text(q)).to_dict(), None
+            except LrsvqaError as exc:
+                yield q, None, (type(exc).__name__, str(exc))
+
+
 def _answer_all(
     todo: list[Question],
     options: RunOptions,
@@ -342,41 +369,41 @@ def _answer_all(
     manifest: dict[str, Any],
     save: Callable[..., None],
 ) -> None:
-    answerer = make_answerer(options)
-    config = {
-        "model_id": answerer.model_id,
-        "revision": answerer.revision,
-        "answerer": answerer.config_dict(),
-    }
-    check_identity(options.out, "config", config)
-    manifest["config"] = config
-    manifest["model"].update(id=answerer.model_id, revision=answerer.revision)
-    save()
+    def use_config(config: dict[str, Any]) -> None:
+        check_identity(options.out, "config", config)
+        manifest["config"] = config
+        manifest["model"].update(id=config["model_id"], revision=config["revision"])
+        save()
+
+    if options.ray is not None:
+        from lrsvqa.bench.ray_pool import ray_question_answers
+
+        results = ray_question_answers(todo, options, make_answerer, use_config)
+    else:
+        results = _local_answers(todo, make_answerer(options), use_config)
     last_save = time.monotonic()
     errors: AnswerLog | None = None
     try:
         with _progress_bar(len(todo), options.progress) as bar:
-            for q in todo:
-                try:
-                    answer = answerer.ask(str(q.image_path), question_text(q))
-                    record = question_record(q, answer.to_dict())
-                except LrsvqaError as exc:
-                    log.error("%s (%s): %s: %s", q.question_id, q.image, type(exc).__name__, exc)
+            for q, answer, exc in results:
+                if answer is None:
+                    assert exc is not None
+                    log.error("%s (%s): %s: %s", q.question_id, q.image, exc[0], exc[1])
                     if errors is None:
                         errors = AnswerLog(options.out / options.shard.errors_name).__enter__()
                     errors.append(
                         {
                             "question_id": q.question_id,
                             "image": q.image,
-                            "error": type(exc).__name__,
-                            "message": str(exc),
+                            "error": exc[0],
+                            "message": exc[1],
                             "time": now(),
                         }
                     )
                     summary.failed += 1
                     summary.failed_ids.append(q.question_id)
                 else:
-                    answers.append(record)
+                    answers.append(question_record(q, answer))
                     summary.answered += 1
                     summary.done += 1
                 bar.update(1)

@@ -111,12 +111,71 @@ def resolve_shard(option: str | None, env: Mapping[str, str] | None = None) -> S
 
 
 def resolve_device(device: str, env: Mapping[str, str] | None = None) -> str:
-    """``auto`` under torchrun/accelerate becomes ``cuda:$LOCAL_RANK``; else unchanged."""
+    """The device a (torchrun/accelerate rank's) model goes on.
+
+    ``auto``: ``cuda:$LOCAL_RANK`` (modulo the GPUs seen) when CUDA is usable, else
+    ``cpu`` with this rank's share of the cores as torch's thread pool. A named device
+    that cannot be used here (``cuda`` without CUDA, ``cuda:3`` on a 2-GPU machine, an
+    unknown name) is a ConfigError naming it.
+    """
+    import torch
+
     env = os.environ if env is None else env
     local_rank = _env_int(env, "LOCAL_RANK")
-    if device == "auto" and local_rank is not None:
-        return f"cuda:{local_rank}"
+    if device == "auto":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus:
+            return "cuda" if local_rank is None else f"cuda:{local_rank % gpus}"
+        _size_cpu_threads(env)
+        return "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"--device {device!r}: unknown device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda or 'none'}); use --device auto or cpu"
+            )
+        gpus = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= gpus:
+            raise ConfigError(
+                f"--device {device}: this machine has {gpus} CUDA device(s) (0..{gpus - 1})"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available here; use --device auto or cpu")
+    elif dev.type == "cpu":
+        _size_cpu_threads(env)
+    elif dev.type not in ("cuda", "mps", "cpu"):
+        raise ConfigError(f"--device {device}: lrsvqa runs on cpu, cuda or mps")
     return device
+
+
+def cpu_threads(env: Mapping[str, str] | None = None) -> int:
+    """This rank's share of the cores: all of them, divided among ``LOCAL_WORLD_SIZE``
+    ranks under torchrun/accelerate."""
+    env = os.environ if env is None else env
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    ranks = _env_int(env, "LOCAL_WORLD_SIZE") or 1
+    return max(1, cores // max(ranks, 1))
+
+
+def _size_cpu_threads(env: Mapping[str, str]) -> None:
+    # torchrun sets OMP_NUM_THREADS=1 in every rank; a CPU rank should use its cores.
+    if _env_int(env, "LOCAL_RANK") is None:
+        return
+    import torch
+
+    threads = cpu_threads(env)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    log.info("CPU rank %s: %d torch threads", env.get("LOCAL_RANK"), threads)
 
 
 def _pixels(q: Question) -> int:

@@ -9,84 +9,29 @@ from typing import Any
 import click
 
 from lrsvqa.cli.options import (
+    FOCUS_PARAMS,
+    LLM_PRUNE_PARAMS,
     bands_option,
+    check_output_path,
     echo_json,
-    focus_option,
+    focus_config,
+    focus_options,
     json_option,
     llm_prune_config,
     llm_prune_options,
+    max_new_tokens_option,
     mrope_option,
     parse_bands,
+    take,
 )
-from lrsvqa.focus.config import SELECTORS
+from lrsvqa.cli.options import model_options as _model_options
 
 
 def model_options(func: Any) -> Any:
-    """Options shared by ``ask`` and ``demo``: the model and the focus/pruning knobs."""
-    options = [
-        click.option(
-            "--model",
-            "model_id",
-            default=None,
-            metavar="ID",
-            help="Hugging Face id, local folder or tiny/<family> (default: Qwen/Qwen2.5-VL-7B-Instruct).",
-        ),
-        click.option("--revision", default=None, help="Model revision (branch, tag or commit)."),
-        click.option(
-            "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."
-        ),
-        click.option(
-            "--dtype", default="auto", show_default=True, help="auto, float32, bfloat16, float16."
-        ),
-        click.option(
-            "--selector",
-            type=click.Choice(SELECTORS),
-            default="rfm",
-            show_default=True,
-            help="How tiles are chosen: rfm (attention), all (no pruning), uniform, random, thumbnail.",
-        ),
-        click.option(
-            "--keep-ratio",
-            type=float,
-            default=0.25,
-            show_default=True,
-            help="Share of each level's vision tokens kept.",
-        ),
-        click.option(
-            "--max-tiles",
-            type=int,
-            default=6,
-            show_default=True,
-            help="Tiles chosen per finer level.",
-        ),
-        click.option(
-            "--budget",
-            type=int,
-            default=2500,
-            show_default=True,
-            help="Most vision tokens reaching the LLM (thumbnail included).",
-        ),
-        click.option(
-            "--max-depth",
-            type=int,
-            default=None,
-            help="Finer levels visited below level 0 (default: to native).",
-        ),
-        click.option(
-            "--focus-layer",
-            "focus_layers",
-            type=int,
-            multiple=True,
-            help="Decoder layer(s) whose attention ranks tokens (repeatable; default: a quarter of the depth).",
-        ),
-        click.option(
-            "--seed", type=int, default=0, show_default=True, help="Seed of the random selector."
-        ),
-        click.option("--max-new-tokens", type=int, default=32, show_default=True),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return mrope_option(llm_prune_options(focus_option(func)))
+    """Options shared by ``ask`` and ``demo``: the model and every focus/pruning knob."""
+    return _model_options(
+        max_new_tokens_option(focus_options(llm_prune_options(mrope_option(func))))
+    )
 
 
 def build_pipeline(
@@ -95,42 +40,30 @@ def build_pipeline(
     revision: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
-    selector: str = "rfm",
-    keep_ratio: float = 0.25,
-    max_tiles: int = 6,
-    budget: int = 2500,
-    max_depth: int | None = None,
-    focus_layers: tuple[int, ...] = (),
-    seed: int = 0,
     max_new_tokens: int = 32,
-    focus: str = "attention",
     progress: bool = False,
     mrope_positions: str = "scene",
-    **llm_prune: Any,
+    **knobs: Any,
 ) -> Any:
-    """A Pipeline from the command-line options (the same names as ``model_options``)."""
+    """A Pipeline from the command-line options (the names of ``model_options``; focus and
+    pruning knobs left out take their config's default)."""
     from lrsvqa.focus import FocusConfig
     from lrsvqa.pipeline import Pipeline
     from lrsvqa.prune import PruneConfig
 
-    focus_config = FocusConfig(
-        selector=selector,
-        focus=focus,
-        layers=tuple(focus_layers) or None,
-        keep_ratio=keep_ratio,
-        max_tiles=max_tiles,
-        token_budget=budget,
-        max_depth=max_depth,
-        seed=seed,
-    )
+    focus_kw = take(knobs, FOCUS_PARAMS)
+    prune_kw = take(knobs, LLM_PRUNE_PARAMS)
+    if knobs:
+        raise TypeError(f"unknown options {sorted(knobs)}")
+    focus = focus_config(**focus_kw) if focus_kw else FocusConfig()
     quiet_transformers()
     return Pipeline.from_pretrained(
         model_id,
         revision=revision,
         device=device,
         dtype=dtype,
-        focus=focus_config,
-        prune=PruneConfig(llm=llm_prune_config(**llm_prune), mrope_positions=mrope_positions),
+        focus=focus,
+        prune=PruneConfig(llm=llm_prune_config(**prune_kw), mrope_positions=mrope_positions),
         max_new_tokens=max_new_tokens,
         progress=progress,
     )
@@ -202,13 +135,34 @@ def ask(
     **model_kw: Any,
 ) -> None:
     """Answer QUESTION about SCENE (a raster path or http(s) URL)."""
+    from lrsvqa.errors import ConfigError
     from lrsvqa.io import open_scene
+    from lrsvqa.io.cogcache import ensure_cog
     from lrsvqa.pipeline import check_question
 
     check_question(question)
     band_choice = parse_bands(bands)
-    # Open the scene before loading the model: a bad file fails in a second, not a minute.
-    open_scene(scene, bands=band_choice).close()
+    # Bad input fails in a second, before a model loads for a minute: the scene, the
+    # settings (a budget below the thumbnail is refused when the model is known), the
+    # output paths. A big PNG/JPEG is converted into the COG cache now, once
+    # (lrsvqa.io.cogcache).
+    focus_config(**{k: model_kw[k] for k in FOCUS_PARAMS})
+    llm_prune_config(**{k: model_kw[k] for k in LLM_PRUNE_PARAMS})
+    check_output_path(geojson, "--geojson")
+    check_output_path(overlay, "--overlay")
+    cached = ensure_cog(scene, progress=not as_json)
+    if cached.status == "converted" and not as_json:
+        click.echo(
+            f"note: {scene} converted once into the COG cache ({cached.seconds:.0f} s): "
+            "later questions read only the windows they need",
+            err=True,
+        )
+    with open_scene(scene, bands=band_choice, cog_cache=True) as opened:
+        if geojson and geojson_crs == "EPSG:4326" and opened.crs is None:
+            raise ConfigError(
+                f"{scene}: the scene has no CRS, so --geojson-crs EPSG:4326 is impossible; "
+                "use --geojson-crs scene (pixel coordinates)"
+            )
     with build_pipeline(progress=not as_json, **model_kw) as pipeline:
         if pipeline.model_id.startswith("tiny/") and not as_json:
             click.echo(

@@ -13,12 +13,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lrsvqa.cli.options import (
+    FOCUS_PARAMS,
+    check_output_folder,
     echo_json,
-    focus_option,
+    field_default,
+    focus_config,
+    focus_options,
     json_option,
     llm_prune_config,
     llm_prune_options,
     mrope_option,
+    take,
 )
 
 if TYPE_CHECKING:
@@ -26,7 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SELECTORS = ("rfm", "all", "uniform", "random", "thumbnail")
+# Options recorded in RunOptions' own fields (None there: the FocusConfig default).
+_OWN = {"selector": "selector", "focus": "focus", "keep_ratio": "keep_ratio",
+        "max_tiles": "max_tiles", "budget": "token_budget"}  # fmt: skip
 
 
 def make_answerer(options: RunOptions) -> Answerer:
@@ -44,6 +51,9 @@ def make_answerer(options: RunOptions) -> Answerer:
     ):
         if value is not None:
             focus[key] = value
+    focus.update(options.focus_extra)
+    if "layers" in focus:
+        focus["layers"] = tuple(focus["layers"])
     quiet_transformers()
     return Pipeline.from_pretrained(
         options.model,
@@ -87,16 +97,6 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     type=click.Path(path_type=Path),
     help="Run folder: answers, manifest, errors. Rerun the same command to resume.",
 )
-@click.option(
-    "--selector",
-    type=click.Choice(SELECTORS),
-    default="rfm",
-    show_default=True,
-    help="How tiles are chosen at each level.",
-)
-@click.option("--keep-ratio", type=float, default=None, help="Share of tokens kept per level.")
-@click.option("--max-tiles", type=int, default=None, help="Tiles chosen at each finer level.")
-@click.option("--budget", type=int, default=None, help="Most vision tokens reaching the LLM.")
 @click.option("--limit", type=int, default=None, help="Only the first N questions (after filters).")
 @click.option("--source", multiple=True, help="Only this source (repeat or comma-separate).")
 @click.option("--category", multiple=True, help="Only this category (repeatable).")
@@ -114,7 +114,7 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     "--device",
     default="auto",
     show_default=True,
-    help="auto, cpu, cuda, cuda:N (auto under torchrun: cuda:$LOCAL_RANK).",
+    help="auto (CUDA if usable, else CPU; under torchrun cuda:$LOCAL_RANK), cpu, cuda, cuda:N.",
 )
 @click.option(
     "--max-new-tokens",
@@ -123,7 +123,18 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     show_default=True,
     help="Most tokens per answer (LRS-VQA answers are a word or phrase).",
 )
-@focus_option
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray: a new local instance, or the cluster at ADDRESS (write --ray=ADDRESS).",
+)
+@click.option("--ray-actors", type=int, default=None, help="Model actors (default: one per GPU).")
+@click.option("--ray-num-cpus", type=int, default=None, help="CPUs of a new local Ray instance.")
+@focus_options
 @llm_prune_options
 @mrope_option
 @json_option
@@ -136,10 +147,6 @@ def bench(
     model: str | None,
     revision: str | None,
     out: Path | None,
-    selector: str,
-    keep_ratio: float | None,
-    max_tiles: int | None,
-    budget: int | None,
     limit: int | None,
     source: tuple[str, ...],
     category: tuple[str, ...],
@@ -148,10 +155,12 @@ def bench(
     skip_missing: bool,
     device: str,
     max_new_tokens: int,
-    focus: str,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_num_cpus: int | None,
     as_json: bool,
     mrope_positions: str,
-    **llm_prune: Any,
+    **knobs: Any,
 ) -> int:
     """Answer LRS-VQA (or MME-RealWorld-RS) questions, one fsynced JSON line per answer.
 
@@ -183,17 +192,34 @@ def bench(
         raise DataError(f"{data}: no such annotation file (--data)")
     if not image_root.is_dir():
         raise ConfigError(f"{image_root}: no such folder (--image-root)")
+    check_output_folder(out, "--out")
+    focus_kw = take(knobs, FOCUS_PARAMS)
+    config = focus_config(**focus_kw)  # bad settings fail before anything runs
+    # Fields at their default stay None in the run's identity, as before these options, so
+    # older run folders still resume.
+    kept = {
+        param: None if getattr(config, name) == field_default(type(config), name) else value
+        for param, name in _OWN.items()
+        for value in (getattr(config, name),)
+    }
+    extra = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in config.to_dict().items()
+        if name not in _OWN.values() and value != field_default(type(config), name)
+    }
     options = RunOptions(
         data=data,
         image_root=image_root,
         out=out,
         model=model,
         revision=revision,
-        selector=selector,
-        keep_ratio=keep_ratio,
-        max_tiles=max_tiles,
-        budget=budget,
-        device=resolve_device(device),
+        selector=config.selector,
+        keep_ratio=kept["keep_ratio"],
+        max_tiles=kept["max_tiles"],
+        budget=kept["budget"],
+        focus_extra=extra,
+        # on Ray each actor resolves `auto` for itself (the driver may have no GPU)
+        device=device if ray_address is not None else resolve_device(device),
         limit=limit,
         sources=_choices(source),
         categories=_choices(category),
@@ -201,9 +227,12 @@ def bench(
         shard=resolve_shard(shard),
         skip_missing=skip_missing,
         progress=not as_json,
-        focus=focus,
+        focus=config.focus,
         max_new_tokens=max_new_tokens,
-        llm_prune=llm_prune_config(**llm_prune).to_dict(),
+        llm_prune=llm_prune_config(**knobs).to_dict(),
+        ray=ray_address,
+        ray_actors=ray_actors,
+        ray_num_cpus=ray_num_cpus,
         benchmark=benchmark,
         mrope_positions=mrope_positions,
     )
@@ -246,3 +275,9 @@ def merge(run_dir: Path, as_json: bool) -> None:
             f"{len(summary.missing)} of {summary.expected} questions have no answer: {shown}",
             err=True,
         )
+
+
+# `lrsvqa bench prepare` lives in its own module (the conversion cache, issue 16).
+from lrsvqa.cli.prepare_cmd import prepare  # noqa: E402
+
+bench.add_command(prepare)

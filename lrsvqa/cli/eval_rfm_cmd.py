@@ -52,7 +52,7 @@ def eval_rfm(
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     folder, meta = read_meta(rfm)
 
-    from lrsvqa.focus.teacher import items_from_lrsvqa
+    from lrsvqa.bench.rfm_items import items_from_lrsvqa
     from lrsvqa.focus.train import held_out_ids
 
     items = items_from_lrsvqa(data, image_root)

@@ -22,6 +22,7 @@ from lrsvqa.errors import LrsvqaError
 # name -> (module, attribute, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "ask": ("lrsvqa.cli.ask_cmd", "ask", "Answer a question about a scene."),
+    "ask-many": ("lrsvqa.cli.ask_many_cmd", "ask_many", "Ask about many scenes → a geo table."),
     "demo": ("lrsvqa.cli.demo_cmd", "demo", "Write a sample scene and ask about it."),
     "inspect": ("lrsvqa.cli.inspect_cmd", "inspect", "Describe a scene and its pyramid plan."),
     "convert": ("lrsvqa.cli.convert_cmd", "convert", "Write a cloud-optimised GeoTIFF."),
@@ -40,6 +41,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_rfm",
         "Compare an RFM's ranking with its teacher.",
     ),
+    "convert-checkpoint": (
+        "lrsvqa.cli.convert_checkpoint_cmd",
+        "convert_checkpoint",
+        "Convert an official LRS-VQA checkpoint to a stock LLaVA folder + RFM.",
+    ),
+    "serve": ("lrsvqa.cli.serve_cmd", "serve", "Serve a map page and JSON API for asking."),
 }
 
 

@@ -15,6 +15,11 @@ def _rows(only: str | None) -> list[dict[str, Any]]:
     if only is not None:
         registry.adapter_class(only)  # unknown family -> ModelError (exit 2)
         names = [only]
+    micro: dict[str, list[str]] = {}
+    for model_id in loading.micro_models():
+        config = json.loads((loading.micro_folder(model_id) / "config.json").read_text())
+        fam = registry.family_for_model_type(config.get("model_type"), model_id=model_id)
+        micro.setdefault(fam, []).append(model_id)
     rows = []
     for family in names:
         cls = registry.adapter_class(family)
@@ -25,6 +30,7 @@ def _rows(only: str | None) -> list[dict[str, Any]]:
                 "reference_model_id": cls.reference_model_id,
                 "default": cls.reference_model_id == loading.DEFAULT_MODEL_ID,
                 "tiny_model_id": tiny.TINY_PREFIX + family,
+                "micro_model_ids": micro.get(family, []),
                 "capabilities": cls.capabilities_for(cls.reference_config()).to_dict(),
                 "tiny_capabilities": cls.capabilities_for(tiny.config(family)).to_dict(),
             }
@@ -53,3 +59,9 @@ def models(as_json: bool, family: str | None) -> None:
             f"{c['num_layers']:>6} {c['hidden_size']:>6}"
         )
     click.echo("* default model; tiny/<family> builds a random test model locally")
+    shipped = [(m, row["family"]) for row in rows for m in row["micro_model_ids"]]
+    for model_id, fam in shipped:
+        click.echo(
+            f"{model_id} ({fam}): shipped micro model trained on synthetic scenes "
+            "(see its MODEL_CARD.md); answers offline"
+        )

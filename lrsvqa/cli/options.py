@@ -1,13 +1,18 @@
-"""Small helpers shared by subcommands: JSON output and band parsing."""
+"""What subcommands share: options defined once from the config dataclasses' defaults and
+help (``FocusConfig``, ``LLMPruneConfig``), output-path checks, JSON output, band parsing."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
+from pathlib import Path
 from typing import Any
 
 import click
 
-from lrsvqa.errors import BandError
+from lrsvqa.errors import BandError, ConfigError
 
 
 def echo_json(data: Any) -> None:
@@ -30,15 +35,11 @@ bands_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
-def focus_option(func: Any) -> Any:
-    return click.option(
-        "--focus",
-        "focus",
-        default="attention",
-        show_default=True,
-        metavar="attention|distilled:PATH",
-        help="Token scorer: the model's own attention, or a distilled RFM from `lrsvqa train-rfm`.",
-    )(func)
+def _field(cls: type, name: str) -> Field[Any]:
+    for f in fields(cls):
+        if f.name == name:
+            return f
+    raise KeyError(f"{cls.__name__} has no field {name!r}")  # pragma: no cover
 
 
 def mrope_option(func: Any) -> Any:
@@ -53,62 +54,206 @@ def mrope_option(func: Any) -> Any:
     )(func)
 
 
-def llm_prune_options(func: Any) -> Any:
-    """--llm-prune and its knobs (PyramidDrop / FastV inside the LLM)."""
-    options = [
-        click.option(
-            "--llm-prune",
-            type=click.Choice(["none", "pdrop", "fastv"]),
-            default="none",
-            show_default=True,
-            help="Drop image tokens inside the LLM: PyramidDrop or FastV.",
-        ),
-        click.option(
-            "--pdrop-layers",
-            default=None,
-            metavar="L1,L2,…",
-            help="PyramidDrop stage boundaries (default: L/4, L/2, 3L/4).",
-        ),
-        click.option(
-            "--pdrop-ratio",
-            type=float,
-            default=0.5,
-            show_default=True,
-            help="PyramidDrop λ: share of image tokens kept at each boundary, in (0, 1].",
-        ),
-        click.option(
-            "--pdrop-positions",
-            type=click.Choice(["keep", "compact"]),
-            default="keep",
-            show_default=True,
-            help="After a PyramidDrop drop: keep original position ids, or renumber them "
-            "0..n-1 as the release does (1-D RoPE models only).",
-        ),
-        click.option(
-            "--fastv-k",
-            type=int,
-            default=2,
-            show_default=True,
-            help="FastV: layers that see all tokens.",
-        ),
-        click.option(
-            "--fastv-ratio",
-            type=float,
-            default=0.5,
-            show_default=True,
-            help="FastV R: share of image tokens dropped after layer K, in [0, 1).",
-        ),
-        click.option(
-            "--fastv-query",
-            type=click.Choice(["all", "last"]),
-            default="all",
-            show_default=True,
-            help="FastV ranks by attention from all queries (paper) or from the last token.",
-        ),
-    ]
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name``."""
+    f = _field(cls, name)
+    if f.default is MISSING and f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def config_option(
+    cls: type, name: str, flag: str | None = None, param: str | None = None, **kwargs: Any
+) -> Callable[[Any], Any]:
+    """A click option for field ``name`` of config dataclass ``cls``: its default, help,
+    choices and type come from the dataclass, so every command shows the same."""
+    f = _field(cls, name)
+    meta = f.metadata
+    default = field_default(cls, name)
+    annotation = str(f.type)
+    if "choices" in meta:
+        kind: Any = click.Choice(list(meta["choices"]))
+    elif "tuple" in annotation:
+        kind = str  # parsed by the command (e.g. "8,16,24")
+    elif "float" in annotation:
+        kind = float
+    elif "int" in annotation:
+        kind = int
+    else:
+        kind = str
+    options: dict[str, Any] = {
+        "type": kind,
+        "default": default,
+        "show_default": default is not None,
+        "help": meta.get("help"),
+    }
+    if "metavar" in meta:
+        options["metavar"] = meta["metavar"]
+    options.update(kwargs)
+    return click.option(flag or "--" + name.replace("_", "-"), param or name, **options)
+
+
+def _apply(func: Any, options: list[Callable[[Any], Any]]) -> Any:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _focus_options() -> list[Callable[[Any], Any]]:
+    from lrsvqa.focus.config import FocusConfig as F
+
+    return [
+        config_option(F, "selector"),
+        config_option(F, "keep_ratio"),
+        config_option(F, "max_tiles"),
+        config_option(F, "token_budget", "--budget", "budget"),
+        config_option(F, "encode_budget"),
+        config_option(F, "max_depth"),
+        config_option(F, "layers", "--focus-layer", "focus_layers", type=int, multiple=True,
+                      default=(), show_default=False),
+        config_option(F, "tile_score"),
+        config_option(F, "seed"),
+        config_option(F, "focus"),
+    ]  # fmt: skip
+
+
+def focus_options(func: Any) -> Any:
+    """Every ``FocusConfig`` knob as an option (ask, demo and bench share them)."""
+    return _apply(func, _focus_options())
+
+
+def focus_config(
+    *,
+    selector: str,
+    keep_ratio: float,
+    max_tiles: int,
+    budget: int,
+    encode_budget: int | None,
+    max_depth: int | None,
+    focus_layers: tuple[int, ...],
+    tile_score: str,
+    seed: int,
+    focus: str,
+) -> Any:
+    """The FocusConfig of the ``focus_options``."""
+    from lrsvqa.focus import FocusConfig
+
+    return FocusConfig(
+        selector=selector,
+        layers=tuple(focus_layers) or None,
+        keep_ratio=keep_ratio,
+        max_tiles=max_tiles,
+        token_budget=budget,
+        encode_budget=encode_budget,
+        max_depth=max_depth,
+        tile_score=tile_score,
+        seed=seed,
+        focus=focus,
+    )
+
+
+FOCUS_PARAMS = (
+    "selector", "keep_ratio", "max_tiles", "budget", "encode_budget", "max_depth",
+    "focus_layers", "tile_score", "seed", "focus",
+)  # fmt: skip
+LLM_PRUNE_PARAMS = (
+    "llm_prune", "pdrop_layers", "pdrop_ratio", "fastv_k", "fastv_ratio", "fastv_query",
+    "pdrop_positions",
+)  # fmt: skip
+
+
+def take(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Pop ``names`` out of a command's keyword arguments."""
+    return {name: params.pop(name) for name in names if name in params}
+
+
+def llm_prune_options(func: Any) -> Any:
+    """--llm-prune and its knobs (PyramidDrop / FastV inside the LLM), from LLMPruneConfig."""
+    from lrsvqa.prune.llm import LLMPruneConfig as P
+
+    return _apply(
+        func,
+        [
+            config_option(P, "method", "--llm-prune", "llm_prune"),
+            config_option(P, "pdrop_layers"),
+            config_option(P, "pdrop_ratio"),
+            config_option(P, "fastv_k"),
+            config_option(P, "fastv_ratio"),
+            config_option(P, "fastv_query"),
+            config_option(P, "pdrop_positions"),
+        ],
+    )
+
+
+def model_options(func: Any, *, model_help: str | None = None) -> Any:
+    """--model, --revision, --device, --dtype (every command that loads a model)."""
+    return _apply(
+        func,
+        [
+            click.option(
+                "--model",
+                "model_id",
+                default=None,
+                metavar="ID",
+                help=model_help
+                or "Hugging Face id, local folder or tiny/<family> (default: "
+                "Qwen/Qwen2.5-VL-7B-Instruct).",
+            ),
+            click.option(
+                "--revision", default=None, help="Model revision (branch, tag or commit)."
+            ),
+            click.option(
+                "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."
+            ),
+            click.option(
+                "--dtype",
+                default="auto",
+                show_default=True,
+                help="auto, float32, bfloat16, float16.",
+            ),
+        ],
+    )
+
+
+def max_new_tokens_option(func: Any) -> Any:
+    return click.option(
+        "--max-new-tokens",
+        type=int,
+        default=32,
+        show_default=True,
+        help="Most tokens per answer.",
+    )(func)
+
+
+def check_output_path(path: str | os.PathLike[str] | None, option: str) -> None:
+    """ConfigError now (before any model loads) if ``path`` cannot be written later."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{option} {target}: is a folder; give a file name")
+    parent = target.parent
+    if not parent.is_dir():
+        raise ConfigError(
+            f"{option} {target}: the folder {parent} does not exist; create it or choose "
+            "another path"
+        )
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(f"{option} {target}: not writable; choose another path")
+
+
+def check_output_folder(path: str | os.PathLike[str] | None, option: str) -> None:
+    """ConfigError now if folder ``path`` is a file or could not be created under its parent."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{option} {target}: is a file, not a folder; choose a folder")
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(f"{option} {target}: {existing} is not a writable folder")
 
 
 def llm_prune_config(
@@ -121,7 +266,6 @@ def llm_prune_config(
     pdrop_positions: str = "keep",
 ) -> Any:
     """The LLMPruneConfig of the ``llm_prune_options``."""
-    from lrsvqa.errors import ConfigError
     from lrsvqa.prune import LLMPruneConfig
 
     layers = None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lrsvqa.cli.options import echo_json, json_option
+from lrsvqa.cli.options import echo_json, json_option, model_options
 from lrsvqa.errors import ConfigError
 from lrsvqa.testing.questions import write_synthetic
 
@@ -24,8 +24,7 @@ def parse_layers(value: str | None, option: str) -> tuple[int, ...] | None:
 
 
 @click.command("train-rfm")
-@click.option("--model", "model_id", default=None, help="Hub id, local folder or tiny/<family>.")
-@click.option("--revision", default=None, help="Model revision (hub models).")
+@model_options
 @click.option("--data", type=click.Path(dir_okay=False), default=None, help="LRS-VQA-format JSONL.")
 @click.option(
     "--image-root",
@@ -76,7 +75,6 @@ def parse_layers(value: str | None, option: str) -> tuple[int, ...] | None:
     default=None,
     help="Teacher-target cache, shareable between runs [default: OUT/cache].",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
 @json_option
 def train_rfm(
@@ -100,6 +98,7 @@ def train_rfm(
     seed: int,
     cache_dir: str | None,
     device: str,
+    dtype: str,
     progress: bool,
     as_json: bool,
 ) -> None:
@@ -116,7 +115,7 @@ def train_rfm(
         else parse_layers(teacher_layers, "--teacher-layers")
     )
 
-    from lrsvqa.focus.teacher import items_from_lrsvqa
+    from lrsvqa.bench.rfm_items import items_from_lrsvqa
     from lrsvqa.focus.train import TrainConfig, train_rfm
 
     config = TrainConfig(
@@ -132,7 +131,9 @@ def train_rfm(
 
     from lrsvqa.models import DEFAULT_MODEL_ID, from_pretrained
 
-    adapter = from_pretrained(model_id or DEFAULT_MODEL_ID, revision=revision, device=device)
+    adapter = from_pretrained(
+        model_id or DEFAULT_MODEL_ID, revision=revision, device=device, dtype=dtype
+    )
     result = train_rfm(adapter, items, out, config, progress=progress, cache_dir=cache_dir)
     if as_json:
         echo_json(

@@ -1,8 +1,8 @@
 """Region Focus: score vision tokens by the question's attention, choose tiles coarse to fine."""
 
 from lrsvqa.focus.config import SELECTORS, FocusConfig
-from lrsvqa.focus.scoring import AttentionScorer, TokenScorer, default_focus_layer
-from lrsvqa.focus.select import FocusResult, LevelFocus, TileChoice, select
+from lrsvqa.focus.scoring import AttentionScorer, ScoreResult, TokenScorer, default_focus_layer
+from lrsvqa.focus.select import FocusResult, LevelFocus, TileChoice, levels_to_visit, select
 
 __all__ = [
     "SELECTORS",
@@ -10,8 +10,10 @@ __all__ = [
     "FocusConfig",
     "FocusResult",
     "LevelFocus",
+    "ScoreResult",
     "TileChoice",
     "TokenScorer",
     "default_focus_layer",
+    "levels_to_visit",
     "select",
 ]

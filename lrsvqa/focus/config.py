@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lrsvqa.errors import ConfigError
@@ -20,16 +20,51 @@ class FocusConfig:
     ``random`` (seeded) or ``thumbnail`` (global view only).
     """
 
-    selector: str = "rfm"
-    layers: tuple[int, ...] | None = None  # attention layers read; None: the adapter's default
-    keep_ratio: float = 0.25  # share of a level's tokens kept (and passed to the LLM at the end)
-    max_tiles: int = 6  # tiles chosen at each finer level
-    token_budget: int = 2500  # most vision tokens reaching the LLM (thumbnail included)
-    encode_budget: int | None = None  # most vision tokens encoded in all; None: no limit
-    max_depth: int | None = None  # finer levels visited below level 0; None: down to native
-    tile_score: str = "sum"  # how kept token scores add up to a tile score
-    seed: int = 0  # for ``random``
-    focus: str = "attention"  # token scorer: "attention" (training-free) or "distilled:PATH"
+    selector: str = field(
+        default="rfm",
+        metadata={
+            "help": "How tiles are chosen: rfm (attention), all (no pruning), uniform, random, "
+            "thumbnail.",
+            "choices": SELECTORS,
+        },
+    )
+    layers: tuple[int, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Decoder layer(s) whose attention ranks tokens (repeatable; default: the "
+            "model's declared focus layers, else the last layer of the first quarter, at least 1)."
+        },
+    )
+    keep_ratio: float = field(
+        default=0.25,
+        metadata={"help": "Share of each level's vision tokens kept (and passed to the LLM)."},
+    )
+    max_tiles: int = field(default=6, metadata={"help": "Tiles chosen per finer level."})
+    token_budget: int = field(
+        default=2500,
+        metadata={"help": "Most vision tokens reaching the LLM (thumbnail included)."},
+    )
+    encode_budget: int | None = field(
+        default=None,
+        metadata={"help": "Most vision tokens encoded in all (default: no limit)."},
+    )
+    max_depth: int | None = field(
+        default=None,
+        metadata={"help": "Finer levels visited below level 0 (default: to native)."},
+    )
+    tile_score: str = field(
+        default="sum",
+        metadata={"help": "How kept token scores add up to a tile score.", "choices": TILE_SCORES},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the random selector."})
+    focus: str = field(
+        default="attention",
+        metadata={
+            "help": "Token scorer: the model's own attention, or a distilled RFM from "
+            "`lrsvqa train-rfm`.",
+            "metavar": "attention|distilled:PATH",
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.selector not in SELECTORS:

@@ -4,7 +4,7 @@ where a deep layer looks.
 An RFM holds ``n`` decoder layers deep-copied from the base LLM's first ``n`` layers and
 the LLM's rotary embedding; inputs (embeddings, positions) come from the adapter's
 ``build_inputs``. Its readout is the last prompt token's attention at its last layer,
-computed by the same code as the training-free scorer (``hooks.layer_attention``), but
+computed by the same code as the training-free scorer (``models.attention``), but
 with gradients. A checkpoint is a folder with ``rfm.safetensors`` (the layers' weights)
 and ``rfm.json`` (base model id, revision, family, layers, teacher layers and a
 fingerprint of the base model), so an RFM never silently runs on a model it was not
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lrsvqa.errors import ConfigError, ModelError
-from lrsvqa.focus.scoring import candidate_distribution, scores_to_grids
+from lrsvqa.focus.scoring import ScoreResult, candidate_distribution, scores_to_grids
 
 if TYPE_CHECKING:
     from lrsvqa.models.base import Adapter, PreparedInputs, VisionSegment
@@ -54,13 +54,7 @@ def _text_config(adapter: Adapter) -> Any:
 
 
 def _language_model(adapter: Adapter) -> Any:
-    getter = getattr(adapter, "language_model", None)
-    if getter is None:
-        raise ModelError(
-            f"{type(adapter).__name__} exposes no language model; a distilled RFM needs an "
-            "adapter over a stock transformers model"
-        )
-    return getter()
+    return adapter.language_model()
 
 
 def architecture_fingerprint(adapter: Adapter) -> str:
@@ -150,7 +144,7 @@ class RegionFocusModule(torch.nn.Module):
         """Softmax attention of the last position over all keys at the last layer: (heads, L)."""
         from transformers.masking_utils import create_causal_mask
 
-        from lrsvqa.models.hooks import layer_attention
+        from lrsvqa.models.attention import layer_attention
 
         ref = next(self.parameters())
         x = inputs_embeds.to(device=ref.device, dtype=ref.dtype)
@@ -359,7 +353,6 @@ class DistilledScorer:
         self.module = module
         self.meta = meta
         self.source = source
-        self.passes: list[int] = []  # sequence length of each scoring pass (cost report)
         self._checked: set[int] = set()
 
     @property
@@ -378,20 +371,22 @@ class DistilledScorer:
 
     def score(
         self, adapter: Adapter, segments: Sequence[VisionSegment], question: str
-    ) -> list[np.ndarray]:
+    ) -> ScoreResult:
         self._check(adapter)
         inputs = adapter.build_inputs(segments, question)
-        self.passes.append(inputs.length)
         candidates = candidate_positions(inputs)
         positions = _generation_positions(adapter, inputs)
         with torch.inference_mode():
             dist = self.module.distribution(inputs.inputs_embeds, positions, candidates)
-        return scores_to_grids(dist.double().cpu().numpy(), inputs, segments)
+        grids = scores_to_grids(dist.double().cpu().numpy(), inputs, segments)
+        return ScoreResult(grids, inputs.length, inputs.length, inputs.length)
+
+    def describe(self) -> dict[str, Any] | None:
+        return self.meta.to_dict()
 
 
 def _generation_positions(adapter: Adapter, inputs: PreparedInputs) -> torch.Tensor:
-    fn = getattr(adapter, "generation_position_ids", None)
-    return fn(inputs) if fn is not None else inputs.position_ids
+    return adapter.generation_position_ids(inputs)
 
 
 def load_scorer(path: str | os.PathLike[str], adapter: Adapter) -> DistilledScorer:

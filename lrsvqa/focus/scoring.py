@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -13,15 +14,33 @@ if TYPE_CHECKING:
     from lrsvqa.models.base import Adapter, PreparedInputs, VisionSegment
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """What one scoring pass gave and what it ran (the cost report is built from these)."""
+
+    grids: list[np.ndarray]  # one (rows, cols) array per candidate segment; all sum to 1
+    sequence_length: int  # tokens of the pass's prompt
+    tokens_run: int  # of those, tokens the decoder layers actually ran (a cached prefix is not)
+    keys: int  # positions each of them attended to
+
+
 class TokenScorer(Protocol):
     """Scores the tokens of ``segments[1:]`` (segment 0 is the thumbnail context)."""
 
     name: str
 
+    def resolve_layers(self, adapter: Adapter) -> tuple[int, ...]:
+        """The decoder layers read; a pass runs layers ``0..max``. ConfigError if out of range."""
+        ...
+
     def score(
         self, adapter: Adapter, segments: Sequence[VisionSegment], question: str
-    ) -> list[np.ndarray]:
-        """One (rows, cols) float array per candidate segment; all scores sum to 1."""
+    ) -> ScoreResult:
+        """Scores of the candidate tokens, and what the pass ran."""
+        ...
+
+    def describe(self) -> dict[str, Any] | None:
+        """Where the scorer's weights come from (a distilled RFM's metadata), else None."""
         ...
 
 
@@ -37,14 +56,13 @@ class AttentionScorer:
 
     def __init__(self, layers: Sequence[int] | None = None):
         self.layers = tuple(layers) if layers is not None else None
-        self.passes: list[int] = []  # sequence length of each scoring pass (for the cost report)
-        self.runs: list[tuple[int, int]] = []  # (tokens run, keys attended) of each pass
 
     def resolve_layers(self, adapter: Adapter) -> tuple[int, ...]:
         from lrsvqa.errors import ConfigError
 
-        depth = adapter.capabilities.num_layers
-        layers = self.layers if self.layers is not None else (default_focus_layer(depth),)
+        caps = adapter.capabilities
+        depth = caps.num_layers
+        layers = self.layers or caps.focus_layers or (default_focus_layer(depth),)
         bad = [layer for layer in layers if layer >= depth]
         if bad:
             raise ConfigError(
@@ -54,16 +72,18 @@ class AttentionScorer:
 
     def score(
         self, adapter: Adapter, segments: Sequence[VisionSegment], question: str
-    ) -> list[np.ndarray]:
+    ) -> ScoreResult:
         layers = self.resolve_layers(adapter)
         inputs = adapter.build_inputs(segments, question)
-        self.passes.append(inputs.length)
-        attention = adapter.attention(inputs, layers)  # (layers, heads, n_vision)
-        # A cached vision prefix means only the question's tokens ran (see HFAdapter).
-        self.runs.append(getattr(adapter, "last_attention_run", (inputs.length, inputs.length)))
+        readout = adapter.attention_readout(inputs, layers)  # weights: (layers, heads, n_vision)
+        attention = readout.weights
         candidate = (inputs.vision_segment >= 1).to(attention.device)
         scores = candidate_distribution(attention, candidate)
-        return scores_to_grids(scores.double().cpu().numpy(), inputs, segments)
+        grids = scores_to_grids(scores.double().cpu().numpy(), inputs, segments)
+        return ScoreResult(grids, inputs.length, readout.tokens_run, readout.keys)
+
+    def describe(self) -> dict[str, Any] | None:
+        return None
 
 
 def candidate_distribution(attention: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -96,5 +116,8 @@ def scores_to_grids(
 def default_focus_layer(num_layers: int) -> int:
     """Index of the layer read by default: the last of the first quarter of the layers
     (DESIGN §3: run the first k layers, read layer k), so focusing costs a quarter of a
-    forward pass: layer 6 of Qwen2-VL-7B's 28, layer 7 of a 32-layer LLaVA, 0 of 4."""
-    return max(0, num_layers // 4 - 1)
+    forward pass: layer 6 of Qwen2-VL-7B's 28, layer 7 of a 32-layer LLaVA, 2 of 12; never
+    layer 0 (it has seen no context yet) unless the LLM has one layer: 1 of 4 or 8."""
+    if num_layers <= 1:
+        return 0
+    return max(1, num_layers // 4 - 1)

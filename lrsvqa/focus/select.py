@@ -95,6 +95,18 @@ class FocusResult:
         }
 
 
+def levels_to_visit(
+    pyramid: DynamicImagePyramid, config: FocusConfig, thumbnail_tokens: int
+) -> int:
+    """How many pyramid levels ``select`` will visit at most (a budget may stop it earlier)."""
+    if config.selector == "thumbnail" or config.token_budget <= thumbnail_tokens:
+        return 0
+    if config.selector == "all":
+        return 1
+    last = len(pyramid.levels) - 1
+    return 1 + (last if config.max_depth is None else min(last, config.max_depth))
+
+
 def select(
     pyramid: DynamicImagePyramid,
     config: FocusConfig,

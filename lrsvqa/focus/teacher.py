@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lrsvqa.errors import ConfigError, DataError
+from lrsvqa.errors import ConfigError
 from lrsvqa.focus.distilled import (
     _atomic_write_bytes,
     _generation_positions,
@@ -41,27 +40,6 @@ class RfmItem:
     item_id: str
     scene: Path
     question: str
-
-
-def items_from_lrsvqa(
-    jsonl: str | os.PathLike[str],
-    image_root: str | os.PathLike[str] | None,
-    limit: int | None = None,
-) -> list[RfmItem]:
-    """Items from an LRS-VQA-format question file; every referenced image must exist."""
-    from lrsvqa.bench.loader import load_lrsvqa, missing_images
-
-    root = Path(image_root) if image_root is not None else Path(jsonl).parent
-    if not root.is_dir():
-        raise ConfigError(f"--image-root {root} is not a folder")
-    questions = load_lrsvqa(Path(jsonl), root, limit=limit)
-    missing = missing_images(questions)
-    if missing:
-        raise DataError(
-            f"{len(missing)} image(s) named in {jsonl} are not under {root}, e.g. {missing[0]}; "
-            "fix --image-root"
-        )
-    return [RfmItem(q.question_id, Path(str(q.image_path)), q.text) for q in questions]
 
 
 def resolve_teacher_layers(layers: Sequence[int] | None, depth: int) -> tuple[int, ...]:
@@ -106,7 +84,7 @@ def iter_prepared(
 ) -> Iterator[Prepared]:
     """Encode each scene's thumbnail + level-0 tiles once and yield its items' teacher targets."""
     from lrsvqa.focus.padding import unpadded_keep
-    from lrsvqa.prune.tokens import thumbnail_segment, tile_segment
+    from lrsvqa.focus.segments import thumbnail_segment, tile_segment
     from lrsvqa.pyramid import DynamicImagePyramid, PyramidConfig
 
     caps = adapter.capabilities

@@ -238,7 +238,7 @@ def train_rfm(
 
     config = config or TrainConfig()
     folder = Path(out)
-    depth = adapter.capabilities.num_layers or len(adapter.language_model().layers)  # type: ignore[attr-defined]
+    depth = adapter.capabilities.num_layers or len(adapter.language_model().layers)
     teacher = resolve_teacher_layers(config.teacher_layers, depth)
     if config.n_layers > depth:
         raise ConfigError(f"--layers {config.n_layers}: the model has only {depth} layers")

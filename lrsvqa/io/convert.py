@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from lrsvqa.errors import ConfigError, RasterReadError, SceneOpenError
+from lrsvqa.io.gdal_config import configure_gdal
+from lrsvqa.io.memory import decode_rows
 from lrsvqa.io.scene import check_local_file, gdal_message
 
 Progress = Callable[[int], None]
@@ -27,12 +31,17 @@ def convert_to_cog(
     compress: str = "deflate",
     overwrite: bool = False,
     progress: bool = True,
+    desc: str = "copy",
+    tags: dict[str, str] | None = None,
+    part_suffix: str = ".part",
 ) -> Path:
     """Copy ``src_path`` to a COG at ``dst_path``; CRS, transform, nodata and bands kept.
 
-    Rows are copied in strips (so PNG/JPEG decode once, front to back), overviews are
-    built down to one block, and the result is written beside the target and renamed
-    into place only when complete.
+    Streams: rows are copied in strips (PNG/JPEG decode once, front to back) into an
+    uncompressed tiled file, overviews are built from that tiled file, and GDAL's
+    COG driver compresses the final layout; GDAL's block cache is bounded
+    (``lrsvqa.io.gdal_config``), so peak memory does not grow with the image. The
+    result is written beside the target and renamed into place only when complete.
     """
     src_path, dst = os.fspath(src_path), Path(dst_path)
     check_local_file(src_path)
@@ -42,26 +51,36 @@ def convert_to_cog(
         raise ConfigError(f"{dst}: already exists; pass --overwrite or choose another name")
     if Path(src_path).resolve() == dst.resolve():
         raise ConfigError(f"{dst}: the output must differ from the input")
-    tmp = dst.with_name(dst.name + ".part.tif")
-    out_tmp = dst.with_name(dst.name + ".part")
+    tmp = dst.with_name(dst.name + part_suffix + ".tif")
+    out_tmp = dst.with_name(dst.name + part_suffix)
+    configure_gdal()
     try:
-        with rasterio.open(src_path) as src:
+        with warnings.catch_warnings():
+            # A PNG without georeferencing converts to a COG without one.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(src_path)
+        with src:
             profile = src.profile.copy()
             profile.update(
                 driver="GTiff",
                 tiled=True,
                 blockxsize=blocksize,
                 blockysize=blocksize,
-                compress=compress,
+                # The intermediate is read back twice (overviews, COG layout): not
+                # compressing it saves a compress and two decompress passes.
+                compress="none",
                 BIGTIFF="IF_SAFER",
             )
             profile.pop("photometric", None)  # e.g. YCbCr only makes sense with JPEG
-            rows = range(0, src.height, blocksize)
+            step = decode_rows(src.height, blocksize)
+            rows = range(0, src.height, step)
             with rasterio.open(tmp, "w", **profile) as dst_ds:
                 dst_ds.colorinterp = src.colorinterp
-                for y0 in _progress(rows, progress, "copy", unit="strip"):
-                    window = RioWindow(0, y0, src.width, min(blocksize, src.height - y0))
-                    dst_ds.write(src.read(window=window), window=window)
+                if tags:
+                    dst_ds.update_tags(**tags)
+                for y0 in _progress(rows, progress, desc, unit="strip"):
+                    window = RioWindow(0, y0, src.width, min(step, src.height - y0))
+                    _copy_strip(src, dst_ds, window)
                 factors = _factors(src.width, src.height, blocksize)
                 if factors:
                     for _ in _progress(range(1), progress, "overviews", unit="step"):
@@ -75,6 +94,7 @@ def convert_to_cog(
                 BLOCKSIZE=blocksize,
                 OVERVIEWS="FORCE_USE_EXISTING",
                 BIGTIFF="IF_SAFER",
+                NUM_THREADS="ALL_CPUS",
             )
         os.replace(out_tmp, dst)
     except RasterioError as exc:
@@ -88,6 +108,10 @@ def convert_to_cog(
         for leftover in (tmp, out_tmp):
             leftover.unlink(missing_ok=True)
     return dst
+
+
+def _copy_strip(src: Any, dst: Any, window: RioWindow) -> None:
+    dst.write(src.read(window=window), window=window)
 
 
 def _factors(width: int, height: int, blocksize: int) -> list[int]:

@@ -30,3 +30,24 @@ def max_pixels() -> int:
     if value <= 0:
         raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r} must be positive")
     return value
+
+
+#: Threads reading the tiles of one pyramid level in parallel (GDAL releases the GIL).
+READ_THREADS_ENV = "LRSVQA_READ_THREADS"
+MAX_READ_THREADS = 32
+
+
+def read_threads() -> int:
+    """``$LRSVQA_READ_THREADS`` or the default, min(4, CPUs); 1 reads serially."""
+    raw = os.environ.get(READ_THREADS_ENV, "").strip()
+    if not raw:
+        return max(1, min(4, os.cpu_count() or 1))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{READ_THREADS_ENV}={raw!r} is not a whole number; set it to 1..{MAX_READ_THREADS}"
+        ) from None
+    if not 1 <= value <= MAX_READ_THREADS:
+        raise ConfigError(f"{READ_THREADS_ENV}={raw!r} must be between 1 and {MAX_READ_THREADS}")
+    return value

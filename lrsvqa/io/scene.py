@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,19 +30,18 @@ from lrsvqa.errors import (
     SceneOpenError,
     SceneTooLargeError,
 )
+from lrsvqa.io.gdal_config import REMOTE_OPEN_OPTIONS, configure_gdal
 from lrsvqa.io.limits import SMALL_SCENE_PIXELS, max_pixels
+from lrsvqa.io.memory import decode_rows, read_decoded, strip_rows
 from lrsvqa.io.stretch import BandStretch, percentile_stretch
 from lrsvqa.io.window import Window
 
 log = logging.getLogger(__name__)
 
 _URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
-# Options that keep remote opens to a few range requests (local files keep sidecars: .ovr).
-_REMOTE_GDAL_OPTIONS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MULTIRANGE": "YES",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-}
+#: Smallest GDAL block cache (bytes) while a memory-mode scene is decoded in strips.
+DECODE_CACHE_MIN = 8 * 2**20
+_DECODE_LOCK = threading.Lock()
 _STATS_SIDE = 1024  # long side of the sample the stretch statistics come from
 _CONVERT_HINT = "convert it first with `lrsvqa convert {path} OUT.tif` (tiled COG with overviews)"
 
@@ -97,6 +97,7 @@ class SceneInfo:
     size_bytes: int | None
     read_mode: str
     warnings: list[str] = field(default_factory=list)
+    cached_cog: str | None = None  # the conversion-cache COG actually read, if any
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -104,29 +105,57 @@ class SceneInfo:
         return asdict(self)
 
 
-def open_scene(path: str | os.PathLike[str], bands: Sequence[int] | None = None) -> Scene:
-    """Open a raster (local path or http(s) URL) for windowed uint8 RGB reads."""
+def open_scene(
+    path: str | os.PathLike[str],
+    bands: Sequence[int] | None = None,
+    *,
+    cog_cache: bool = False,
+    progress: bool = False,
+) -> Scene:
+    """Open a raster (local path or http(s) URL) for windowed uint8 RGB reads.
+
+    ``cog_cache=True``: a big scene that cannot be read piecewise (PNG, JPEG, striped
+    GeoTIFF without overviews) is read from its tiled COG in the conversion cache,
+    converted on first use (``lrsvqa.io.cogcache``); ``scene.path`` stays ``path``.
+    """
+    if cog_cache:
+        from lrsvqa.io.cogcache import cached_cog
+
+        cog = cached_cog(path, progress=progress)
+        if cog is not None:
+            return Scene(cog, bands=bands, label=os.fspath(path))
     return Scene(path, bands=bands)
 
 
 class Scene:
     """An open raster. Use as a context manager, or call ``close()``."""
 
-    def __init__(self, path: str | os.PathLike[str], bands: Sequence[int] | None = None):
-        self.path = os.fspath(path)
-        self._env = rasterio.Env(**(_REMOTE_GDAL_OPTIONS if is_remote(self.path) else {}))
-        check_local_file(self.path)
-        with self._env:
-            try:
-                with warnings.catch_warnings():
-                    # A raster without CRS works in pixel coordinates; info() says so.
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    self._src = rasterio.open(self.path)
-            except RasterioError as exc:
-                raise SceneOpenError(
-                    f"{self.path}: not a raster GDAL can read ({gdal_message(exc)}); "
-                    "check the file is a complete GeoTIFF, PNG or JPEG"
-                ) from None
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        bands: Sequence[int] | None = None,
+        *,
+        label: str | None = None,
+    ):
+        #: The file GDAL reads; ``path`` is the name the user gave (they differ when
+        #: the scene is read from the conversion cache).
+        self.read_path = os.fspath(path)
+        self.path = label if label is not None else self.read_path
+        configure_gdal()
+        self._env_options = REMOTE_OPEN_OPTIONS if is_remote(self.read_path) else {}
+        check_local_file(self.read_path)
+        # rasterio handles are not thread-safe: each reading thread opens its own.
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._handles: list[Any] = []
+        self._owner = threading.get_ident()
+        try:
+            self._src = self._open_handle(None)
+        except RasterioError as exc:
+            raise SceneOpenError(
+                f"{self.path}: not a raster GDAL can read ({gdal_message(exc)}); "
+                "check the file is a complete GeoTIFF, PNG or JPEG"
+            ) from None
         src = self._src
         self.width: int = src.width
         self.height: int = src.height
@@ -141,7 +170,7 @@ class Scene:
         self.overview_factors: list[int] = list(src.overviews(1)) if self.count else []
         self.bands: tuple[int, ...] = self._select_bands(bands)
         self.warnings: list[str] = []
-        self._overview_src: dict[int, Any] = {}
+        self._overview_factors: list[float] | None = None
         self._stretch: list[BandStretch] | None = None
         self._memory: np.ndarray | None = None
         self.read_mode = self._plan_read_mode()
@@ -200,11 +229,12 @@ class Scene:
     # -- context management --------------------------------------------------------
 
     def close(self) -> None:
-        for handle in self._overview_src.values():
-            handle.close()
-        self._overview_src.clear()
-        self._src.close()
-        self._memory = None
+        with self._lock:
+            for handle in self._handles:
+                handle.close()
+            self._handles.clear()
+            self._local = threading.local()
+            self._memory = None
 
     def __enter__(self) -> Scene:
         return self
@@ -234,7 +264,7 @@ class Scene:
         src = self._src
         epsg = src.crs.to_epsg() if src.crs else None
         t = self.transform
-        size = None if is_remote(self.path) else Path(self.path).stat().st_size
+        size = None if is_remote(self.read_path) else Path(self.read_path).stat().st_size
         return SceneInfo(
             path=self.path,
             driver=self.driver,
@@ -258,6 +288,7 @@ class Scene:
             size_bytes=size,
             read_mode=self.read_mode,
             warnings=list(self.warnings),
+            cached_cog=self.read_path if self.read_path != self.path else None,
         )
 
     # -- reading -------------------------------------------------------------------
@@ -267,21 +298,45 @@ class Scene:
         out_h, out_w = out_shape
         decimation = min(window.width / max(out_w, 1), window.height / max(out_h, 1))
         best = ReadPlan(None, 1.0)
-        for level, _ in enumerate(self.overview_factors):
-            factor = self._overview_factor(level)
+        for level, factor in enumerate(self._exact_overview_factors()):
             if factor <= decimation * (1 + 1e-6) and factor > best.factor:
                 best = ReadPlan(level, factor)
         return best
 
-    def _overview_factor(self, level: int) -> float:
-        handle = self._overview(level)
-        return self.width / handle.width
+    def _exact_overview_factors(self) -> list[float]:
+        """Native pixels per overview pixel, from each overview's real width."""
+        if self._overview_factors is None:
+            with self._lock:
+                if self._overview_factors is None:
+                    self._overview_factors = [
+                        self.width / self._handle(level).width
+                        for level in range(len(self.overview_factors))
+                    ]
+        return self._overview_factors
 
-    def _overview(self, level: int) -> Any:
-        if level not in self._overview_src:
-            with self._env:
-                self._overview_src[level] = rasterio.open(self.path, overview_level=level)
-        return self._overview_src[level]
+    def _handle(self, level: int | None) -> Any:
+        """This thread's rasterio handle on the scene (``level``: an overview)."""
+        handles: dict[int | None, Any] | None = getattr(self._local, "handles", None)
+        if handles is None:
+            handles = self._local.handles = {}
+            if threading.get_ident() == self._owner and not self._src.closed:
+                handles[None] = self._src
+        handle = handles.get(level)
+        if handle is None:
+            if not self._handles:
+                raise RasterReadError(f"{self.path}: the scene is closed; open it again")
+            handle = handles[level] = self._open_handle(level)
+        return handle
+
+    def _open_handle(self, level: int | None) -> Any:
+        kwargs = {} if level is None else {"overview_level": level}
+        with rasterio.Env(**self._env_options), warnings.catch_warnings():
+            # A raster without CRS works in pixel coordinates; info() says so.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            handle = rasterio.open(self.read_path, **kwargs)
+        with self._lock:
+            self._handles.append(handle)
+        return handle
 
     def read(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """Read a native window resampled to ``out_shape`` (h, w) → uint8 (h, w, 3).
@@ -307,17 +362,19 @@ class Scene:
 
     def _read_inside(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
         if self.read_mode == "memory":
-            return self._read_memory(window, out_shape)
+            decoded = read_decoded(self._decoded(), window, out_shape)
+            return np.repeat(decoded, 3, axis=2) if decoded.shape[2] == 1 else decoded
         raw, valid = self._read_raw(window, out_shape)
-        return self._to_rgb(raw, valid)
+        return _interleave(self._to_channels(raw, valid))
 
     def _read_raw(
         self, window: Window, out_shape: tuple[int, int], bands: Sequence[int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw band values (b, h, w) and a validity mask, through the best overview."""
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw band values (b, h, w) through the best overview, and a validity mask
+        (``None`` when every pixel is valid: no nodata, not float)."""
         bands = list(self.bands if bands is None else bands)
         plan = self.plan(window, out_shape)
-        handle = self._src if plan.overview_level is None else self._overview(plan.overview_level)
+        handle = self._handle(plan.overview_level)
         f = plan.factor
         from rasterio.windows import Window as RioWindow
 
@@ -328,63 +385,100 @@ class Scene:
         resampling = Resampling.average if decimating else Resampling.bilinear
         if window.width / f == out_shape[1] and window.height / f == out_shape[0]:
             resampling = Resampling.nearest
+        data = self._gdal_read(
+            handle,
+            bands,
+            window=rio_window,
+            out_shape=(len(bands), *out_shape),
+            resampling=resampling,
+        )
+        return data, self._valid(data)
+
+    def _gdal_read(self, handle: Any, bands: list[int], **kwargs: Any) -> np.ndarray:
         try:
-            with self._env:
-                data = handle.read(
-                    bands,
-                    window=rio_window,
-                    out_shape=(len(bands), *out_shape),
-                    resampling=resampling,
-                )
+            with rasterio.Env(**self._env_options):
+                return np.asarray(handle.read(bands, **kwargs))
         except RasterioError as exc:
             raise RasterReadError(
                 f"{self.path}: cannot read pixels ({gdal_message(exc)}); the file is damaged "
                 "or truncated, re-download or re-export it"
             ) from None
-        valid = np.ones(data.shape, dtype=bool)
-        if self.nodata is not None and not (
+
+    def _valid(self, data: np.ndarray) -> np.ndarray | None:
+        has_nodata = self.nodata is not None and not (
             isinstance(self.nodata, float) and math.isnan(self.nodata)
-        ):
-            valid &= data != self.nodata
+        )
+        if not has_nodata and data.dtype.kind != "f":
+            return None
+        valid = data != self.nodata if has_nodata else np.ones(data.shape, dtype=bool)
         if data.dtype.kind == "f":
             valid &= np.isfinite(data)
-        return data, valid
+        return valid
 
-    def _to_rgb(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def _to_channels(self, raw: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        """uint8 (b, h, w) from raw band values: stretched unless uint8, invalid → 0."""
         if raw.dtype == np.uint8:
-            channels = np.where(valid, raw, 0).astype(np.uint8)
-        else:
-            stretch = self.stretch()
-            channels = np.stack([s.apply(raw[i], valid[i]) for i, s in enumerate(stretch)], axis=0)
-        if channels.shape[0] == 1:
-            channels = np.repeat(channels, 3, axis=0)
-        return np.ascontiguousarray(np.moveaxis(channels, 0, -1))
+            return raw if valid is None else np.where(valid, raw, 0).astype(np.uint8)
+        stretch = self.stretch()
+        return np.stack(
+            [s.apply(raw[i], None if valid is None else valid[i]) for i, s in enumerate(stretch)],
+            axis=0,
+        )
 
     def stretch(self) -> list[BandStretch]:
         """Per-band 2–98 % stretch, computed once from an overview or a decimated read."""
         if self._stretch is None:
-            whole = Window(0, 0, self.width, self.height)
-            scale = min(1.0, _STATS_SIDE / max(self.width, self.height))
-            shape = (max(1, round(self.height * scale)), max(1, round(self.width * scale)))
-            raw, valid = self._read_raw(whole, shape)
-            self._stretch = [percentile_stretch(raw[i], valid[i]) for i in range(raw.shape[0])]
-            log.debug("stretch for %s: %s", self.path, self._stretch)
+            with self._lock:
+                if self._stretch is None:
+                    whole = Window(0, 0, self.width, self.height)
+                    scale = min(1.0, _STATS_SIDE / max(self.width, self.height))
+                    shape = (max(1, round(self.height * scale)), max(1, round(self.width * scale)))
+                    raw, valid = self._read_raw(whole, shape)
+                    self._stretch = [
+                        percentile_stretch(raw[i], None if valid is None else valid[i])
+                        for i in range(raw.shape[0])
+                    ]
+                    log.debug("stretch for %s: %s", self.path, self._stretch)
         return self._stretch
 
-    def _read_memory(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
-        if self._memory is None:
-            whole = Window(0, 0, self.width, self.height)
-            raw, valid = self._read_raw(whole, (self.height, self.width))
-            self._memory = self._to_rgb(raw, valid)
-        crop = self._memory[window.row_off : window.row_end, window.col_off : window.col_end]
-        if crop.shape[:2] == out_shape:
-            return crop.copy()
-        from PIL import Image
+    def _decoded(self) -> np.ndarray:
+        """The whole scene as uint8 (1 or 3, H, W), decoded once (memory read mode)."""
+        memory = self._memory
+        if memory is None:
+            with self._lock:
+                if self._memory is None:
+                    self._memory = self._decode()
+                memory = self._memory
+        return memory
 
-        image = Image.fromarray(crop)
-        shrinking = out_shape[0] < crop.shape[0] or out_shape[1] < crop.shape[1]
-        method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-        return np.asarray(image.resize((out_shape[1], out_shape[0]), method))
+    def _decode(self) -> np.ndarray:
+        # One uint8 buffer of the pixels and nothing else full-size: strips are read
+        # front to back (PNG decodes sequentially), converted to uint8 and copied in.
+        # GDAL's whole-image PNG path is 3x faster but holds the compressed file and
+        # a second full-size buffer (2x the pixels); its block cache is capped during
+        # the decode so that it never holds more than ~1/16 of the pixels.
+        bands = list(self.bands)
+        out = np.empty((len(bands), self.height, self.width), dtype=np.uint8)
+        cache = max(DECODE_CACHE_MIN, out.nbytes // 16)
+        itemsize = np.dtype(self.dtype).itemsize
+        rows = decode_rows(self.height, strip_rows(self.width, self.count, itemsize, cache // 4))
+        # One decode at a time in the process: the cap is process-wide (restored on exit),
+        # and two whole-scene decodes at once (a prefetch beside a question) would
+        # double the peak.
+        with _DECODE_LOCK, rasterio.Env(GDAL_CACHEMAX=cache):
+            for y0 in range(0, self.height, rows):
+                h = min(rows, self.height - y0)
+                raw, valid = self._read_raw(Window(0, y0, self.width, h), (h, self.width))
+                out[:, y0 : y0 + h] = self._to_channels(raw, valid)
+                del raw, valid
+        return out
+
+
+def _interleave(channels: np.ndarray) -> np.ndarray:
+    """(1 or 3, h, w) → contiguous (h, w, 3); grey is repeated into R, G and B."""
+    if channels.shape[0] == 1:
+        channels = np.repeat(channels, 3, axis=0)
+    return np.ascontiguousarray(np.moveaxis(channels, 0, -1))
 
 
 def gdal_message(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ class Capabilities:
     num_kv_heads: int = 0
     intermediate_size: int = 0
     vision_flops_per_tile: float = 0.0  # analytic FLOPs of the vision tower for one tile
+    # Decoder layers the focus reads by default, when the model folder declares them
+    # (config.json ``"lrsvqa": {"focus_layers": [...]}``); None: the depth rule.
+    focus_layers: tuple[int, ...] | None = None
 
     @property
     def n_tokens_per_tile(self) -> int:
@@ -47,6 +50,17 @@ class Capabilities:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+def model_declared(config: Any) -> dict[str, Any]:
+    """What a model folder declares for lrsvqa: config.json's ``"lrsvqa"`` dict (or {})."""
+    raw = getattr(config, "lrsvqa", None)
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+def declared_focus_layers(declared: dict[str, Any]) -> tuple[int, ...] | None:
+    layers = declared.get("focus_layers")
+    return tuple(int(x) for x in layers) if layers else None
 
 
 @dataclass(frozen=True)
@@ -91,11 +105,19 @@ class PreparedInputs:
     vision_segment: torch.Tensor  # (n_vision,) index into the segments given to build_inputs
     vision_index: torch.Tensor  # (n_vision,) raster index of the token inside its image
     separator_positions: torch.Tensor  # sequence indices of newline / separator tokens
-    extra: dict[str, Any] = field(default_factory=dict)  # family-specific (e.g. rope_deltas)
 
     @property
     def length(self) -> int:
         return int(self.inputs_embeds.shape[1])
+
+
+@dataclass(frozen=True)
+class AttentionReadout:
+    """One attention pass: the weights, and what the pass actually ran (for the cost report)."""
+
+    weights: torch.Tensor  # (layers, heads, n_vision) softmax attention of the last token
+    tokens_run: int  # positions the decoder layers ran (fewer when a KV-cached prefix is reused)
+    keys: int  # positions each of them attended to
 
 
 @dataclass
@@ -149,6 +171,35 @@ class Adapter(ABC):
         Returns (len(layers), heads, n_vision), recomputed from q/k in forward hooks
         (works under SDPA); stops the forward pass after the deepest requested layer.
         """
+
+    def generation_position_ids(self, inputs: PreparedInputs) -> torch.Tensor:
+        """Position ids in the form the model's ``generate`` passes to its first forward."""
+        return inputs.position_ids
+
+    def language_model(self) -> Any:
+        """The stock decoder (its ``layers``) for in-LLM pruning and distilled RFMs."""
+        from lrsvqa.errors import ModelError
+
+        raise ModelError(
+            f"{type(self).__name__} does not expose its decoder layers (language_model()); "
+            "in-LLM pruning and distilled RFMs need a transformers-backed adapter"
+        )
+
+    def attention_readout(self, inputs: PreparedInputs, layers: Sequence[int]) -> AttentionReadout:
+        """``attention`` plus how many tokens the pass ran and attended to (default: all)."""
+        return AttentionReadout(self.attention(inputs, layers), inputs.length, inputs.length)
+
+    def llm_vision_positions(self, segments: Sequence[VisionSegment]) -> int:
+        """Sequence positions ``segments`` take in the LLM input (separators included)."""
+        return sum(seg.tokens.n if seg.keep is None else int(seg.keep.numel()) for seg in segments)
+
+    def prompt_text_tokens(self, question: str, n_images: int) -> int:
+        """Text tokens of the prompt around ``n_images`` image placeholders."""
+        return 0
+
+    def generation_settings(self, max_new_tokens: int) -> dict[str, Any]:
+        """What decides the generated tokens, saved with every result."""
+        return {"max_new_tokens": max_new_tokens, "do_sample": False, "greedy_forced": True}
 
     @abstractmethod
     def generate(

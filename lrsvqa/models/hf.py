@@ -15,10 +15,13 @@ Thumbnail blocks get no newline, as the stock base image. Separators are recorde
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -27,13 +30,14 @@ import torch
 from lrsvqa.errors import ConfigError, ModelError
 from lrsvqa.models.base import (
     Adapter,
+    AttentionReadout,
     Capabilities,
     Generation,
     PreparedInputs,
     VisionSegment,
     VisionTokens,
 )
-from lrsvqa.models.cache import CacheStats, TileCache, image_key
+from lrsvqa.models.generation import forced_greedy, settings_record
 from lrsvqa.models.hooks import read_attention, run_until
 
 if TYPE_CHECKING:
@@ -41,17 +45,55 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TEXT, VISION, SEPARATOR = 0, 1, 2
 FOCUS_PREFIXES = 6  # vision prefixes kept for focus passes: one per level of a scene
 
 
-def _cache_kwarg(lm: Any, cache: Any) -> dict[str, Any]:
-    """The KV-cache keyword of ``lm.forward``: ``cache`` in newer transformers 5 releases,
-    ``past_key_values`` before."""
-    import inspect
+class Slot(IntEnum):
+    """What one position of the LLM sequence holds."""
 
-    params = inspect.signature(type(lm).forward).parameters
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+    TEXT = 0
+    VISION = 1  # a kept vision token (ranked, droppable)
+    SEPARATOR = 2  # a newline token ending a row of a tile block
+
+
+@dataclass(frozen=True)
+class LayoutEntry:
+    """One image position: a kept vision token, or the separator that ends a grid row.
+
+    ``row``/``col`` are the cell in the group's whole-scene token grid (for a separator:
+    the row it ends and the column of that row's last kept token).
+    """
+
+    kind: Slot
+    row: int
+    col: int
+    segment: int | None = None  # index into the segments given to build_inputs (vision)
+    index: int | None = None  # raster index inside that segment's image (vision)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One position of the LLM sequence: text, or an entry of image block ``block``."""
+
+    kind: Slot
+    block: int | None = None
+    entry: LayoutEntry | None = None
+
+
+_TEXT = Placed(Slot.TEXT)
+
+
+@functools.cache
+def _cache_keyword(lm_class: Any) -> str:
+    """The KV-cache keyword of ``lm_class.forward``: ``cache`` in newer transformers 5
+    releases, ``past_key_values`` before (looked up once per class)."""
+    params = inspect.signature(lm_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_kwarg(lm: Any, cache: Any) -> dict[str, Any]:
+    lm_class: Any = type(lm)
+    return {_cache_keyword(lm_class): cache}
 
 
 @dataclass
@@ -83,11 +125,11 @@ class _FocusPrefix:
                 layer.crop(self.length - layer.keys.shape[-2])
 
 
-@dataclass
-class _Block:
+@dataclass(frozen=True)
+class ImageBlock:
     """One image placeholder's worth of sequence: vision tokens and separators in order."""
 
-    entries: list[tuple[int, int, int, int]]  # (segment, raster index, row, col); seg -1 = sep
+    entries: list[LayoutEntry]
     extent: tuple[int, int]  # (rows, cols) of the group's frame covered by its segments
 
 
@@ -103,13 +145,10 @@ class HFAdapter(Adapter):
 
     def __init__(self, model: Any, processor: Any, *, model_id: str, revision: str | None):
         super().__init__(model, processor, model_id=model_id, revision=revision)
-        self.tile_cache = TileCache()
         self._caps: Capabilities | None = None
         # Vision prefixes of recent focus passes (one per pyramid level of the current scene).
         self._focus_prefixes: list[_FocusPrefix] = []
         self.prefix_hits = 0
-        # (tokens run, keys attended) of the last ``attention`` call, for the cost report.
-        self.last_attention_run: tuple[int, int] = (0, 0)
 
     # ----------------------------------------------------------------- description
     @classmethod
@@ -140,9 +179,6 @@ class HFAdapter(Adapter):
     def language_model(self) -> Any:
         return self.model.model.language_model
 
-    def cache_stats(self) -> CacheStats:
-        return self.tile_cache.stats()
-
     # ---------------------------------------------------------------------- encode
     def check_image(self, image: Any) -> np.ndarray:
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
@@ -159,21 +195,12 @@ class HFAdapter(Adapter):
         return image
 
     def encode(self, images: Sequence[np.ndarray]) -> list[VisionTokens]:
+        # No cache here: encoded tiles are cached once, per scene, by the pipeline's session.
         checked = [self.check_image(im) for im in images]
-        keys = [image_key(im) for im in checked]
-        out: list[VisionTokens | None] = [self.tile_cache.get(k) for k in keys]
-        todo: dict[str, int] = {}
-        for i, (key, got) in enumerate(zip(keys, out, strict=True)):
-            if got is None and key not in todo:
-                todo[key] = i
-        if todo:
-            with torch.no_grad():
-                fresh = self.encode_images([checked[i] for i in todo.values()])
-            by_key = dict(zip(todo, fresh, strict=True))
-            for key, tokens in by_key.items():
-                self.tile_cache.put(key, tokens)
-            out = [got if got is not None else by_key[k] for k, got in zip(keys, out, strict=True)]
-        return [t for t in out if t is not None]
+        if not checked:
+            return []
+        with torch.no_grad():
+            return self.encode_images(checked)
 
     @abstractmethod
     def encode_images(self, images: list[np.ndarray]) -> list[VisionTokens]:
@@ -223,9 +250,9 @@ class HFAdapter(Adapter):
                 blocks.append([i])
         return blocks
 
-    def _layout(self, segments: Sequence[VisionSegment], members: list[int]) -> _Block:
+    def _layout(self, segments: Sequence[VisionSegment], members: list[int]) -> ImageBlock:
         rows = cols = 0
-        cells: list[tuple[int, int, int, int]] = []
+        cells: list[tuple[int, int, int, int]] = []  # (row, col, segment, raster index)
         for s in members:
             seg = segments[s]
             g_rows, g_cols = seg.tokens.grid
@@ -250,12 +277,22 @@ class HFAdapter(Adapter):
                 cells.append((r0 + r, c0 + c, s, i))
         cells.sort(key=lambda t: (t[0], t[1]))  # stable: ties keep segment order
         newline = self.capabilities.newline_tokens and segments[members[0]].kind == "tile"
-        entries: list[tuple[int, int, int, int]] = []
+        entries: list[LayoutEntry] = []
         for n, (r, c, s, i) in enumerate(cells):
-            entries.append((s, i, r, c))
+            entries.append(LayoutEntry(Slot.VISION, r, c, segment=s, index=i))
             if newline and (n + 1 == len(cells) or cells[n + 1][0] != r):
-                entries.append((-1, -1, r, c))
-        return _Block(entries, (rows, cols))
+                entries.append(LayoutEntry(Slot.SEPARATOR, r, c))
+        return ImageBlock(entries, (rows, cols))
+
+    def llm_vision_positions(self, segments: Sequence[VisionSegment]) -> int:
+        """Sequence positions ``segments`` take in the LLM input, separators included."""
+        return sum(len(self._layout(segments, b).entries) for b in self._blocks(segments))
+
+    def prompt_text_tokens(self, question: str, n_images: int) -> int:
+        """Text tokens of the prompt around ``n_images`` image placeholders (placeholders
+        excluded): what the chat template adds besides the vision positions."""
+        ids = self.tokenizer(self.prompt(n_images, question))["input_ids"]
+        return sum(1 for t in ids if t != self.image_token_id)
 
     def build_inputs(
         self,
@@ -280,43 +317,37 @@ class HFAdapter(Adapter):
                 f"{len(per_hole)} images; check the processor's chat template"
             )
         seq: list[int] = []
-        kinds: list[int] = []
-        block_of: list[int] = []  # block index per position (-1 for text)
-        entry_of: list[tuple[int, int, int, int]] = []
+        placed: list[Placed] = []
         prev = 0
         for hole, members in zip(holes, per_hole, strict=True):
             seq.extend(ids[prev:hole])
-            kinds.extend([TEXT] * (hole - prev))
-            block_of.extend([-1] * (hole - prev))
-            entry_of.extend([(-1, -1, 0, 0)] * (hole - prev))
+            placed.extend([_TEXT] * (hole - prev))
             for b in members:
                 for e in layouts[b].entries:
                     seq.append(image_id)
-                    kinds.append(SEPARATOR if e[0] < 0 else VISION)
-                    block_of.append(b)
-                    entry_of.append(e)
+                    placed.append(Placed(e.kind, b, e))
             prev = hole + 1
-        tail = len(ids) - prev
+        placed.extend([_TEXT] * (len(ids) - prev))
         seq.extend(ids[prev:])
-        kinds.extend([TEXT] * tail)
-        block_of.extend([-1] * tail)
-        entry_of.extend([(-1, -1, 0, 0)] * tail)
 
         device = self.device
         input_ids = torch.tensor([seq], dtype=torch.long, device=device)
-        kinds_t = torch.tensor(kinds)
-        vision_pos = torch.nonzero(kinds_t == VISION).flatten()
-        sep_pos = torch.nonzero(kinds_t == SEPARATOR).flatten()
+        kinds_t = torch.tensor([int(p.kind) for p in placed])
+        vision_pos = torch.nonzero(kinds_t == Slot.VISION).flatten()
+        sep_pos = torch.nonzero(kinds_t == Slot.SEPARATOR).flatten()
+        vision_entries = [placed[p].entry for p in vision_pos.tolist()]
+        seg_idx = [
+            int(e.segment) for e in vision_entries if e is not None and e.segment is not None
+        ]
+        tok_idx = [int(e.index) for e in vision_entries if e is not None and e.index is not None]
         with torch.no_grad():
             embeds = self.model.get_input_embeddings()(input_ids).clone()
-            seg_idx = [entry_of[p][0] for p in vision_pos.tolist()]
-            tok_idx = [entry_of[p][1] for p in vision_pos.tolist()]
             if seg_idx:
                 rows = self._gather(segments, seg_idx, tok_idx, embeds)
                 embeds[0, vision_pos.to(device)] = rows
             if len(sep_pos):
                 embeds[0, sep_pos.to(device)] = self.separator_embedding().to(device, embeds.dtype)
-        position_ids, extra = self.position_ids(kinds, block_of, entry_of, layouts)
+        position_ids = self.position_ids(placed, layouts)
         return PreparedInputs(
             inputs_embeds=embeds,
             attention_mask=torch.ones_like(input_ids),
@@ -326,7 +357,6 @@ class HFAdapter(Adapter):
             vision_segment=torch.tensor(seg_idx, dtype=torch.long),
             vision_index=torch.tensor(tok_idx, dtype=torch.long),
             separator_positions=sep_pos,
-            extra=extra,
         )
 
     @staticmethod
@@ -348,15 +378,9 @@ class HFAdapter(Adapter):
     def separator_embedding(self) -> torch.Tensor:
         raise ModelError(f"{self.family} has no newline embedding")
 
-    def position_ids(
-        self,
-        kinds: list[int],
-        block_of: list[int],
-        entry_of: list[tuple[int, int, int, int]],
-        layouts: list[_Block],
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
+    def position_ids(self, placed: Sequence[Placed], blocks: Sequence[ImageBlock]) -> torch.Tensor:
         """1-D positions 0..L-1 (families without M-RoPE)."""
-        return torch.arange(len(kinds)).unsqueeze(0), {}
+        return torch.arange(len(placed)).unsqueeze(0)
 
     def generation_position_ids(self, inputs: PreparedInputs) -> torch.Tensor:
         """Position ids in the form the stock ``generate`` passes to the first forward."""
@@ -364,6 +388,9 @@ class HFAdapter(Adapter):
 
     # ------------------------------------------------------------------- attention
     def attention(self, inputs: PreparedInputs, layers: Sequence[int]) -> torch.Tensor:
+        return self.attention_readout(inputs, layers).weights
+
+    def attention_readout(self, inputs: PreparedInputs, layers: Sequence[int]) -> AttentionReadout:
         lm = self.language_model()
         n_layers = len(lm.layers)
         if not layers:
@@ -378,7 +405,6 @@ class HFAdapter(Adapter):
         hits = self.prefix_hits
         prefix = self._prefix_for(inputs, positions, max(layers))
         reused = prefix.length if prefix is not None and self.prefix_hits > hits else 0
-        self.last_attention_run = (inputs.length - reused, inputs.length)
         if prefix is None:
 
             def run() -> Any:
@@ -410,7 +436,8 @@ class HFAdapter(Adapter):
                 )
             finally:
                 prefix.trim()
-        return full[:, :, inputs.vision_positions.to(full.device)]
+        weights = full[:, :, inputs.vision_positions.to(full.device)]
+        return AttentionReadout(weights, tokens_run=inputs.length - reused, keys=inputs.length)
 
     def _prefix_for(
         self, inputs: PreparedInputs, positions: torch.Tensor, deepest: int
@@ -453,6 +480,10 @@ class HFAdapter(Adapter):
         self._focus_prefixes.clear()
 
     # -------------------------------------------------------------------- generate
+    def generation_settings(self, max_new_tokens: int) -> dict[str, Any]:
+        """What decides the generated tokens, for a run's saved config."""
+        return settings_record(forced_greedy(self.model.generation_config, max_new_tokens))
+
     def generate(
         self,
         inputs: PreparedInputs,
@@ -461,17 +492,21 @@ class HFAdapter(Adapter):
         do_sample: bool = False,
         output_scores: bool = False,
     ) -> Generation:
+        config = forced_greedy(self.model.generation_config, max_new_tokens, do_sample=do_sample)
+        config.return_dict_in_generate, config.output_logits = True, output_scores
+        extra = {"tokenizer": self.tokenizer} if config.stop_strings else {}
         with torch.no_grad():
+            # The prompt's ids beside its embeddings: the first forward reads the embeddings,
+            # and every processor that reads the prompt sees the ids stock generate sees.
             out = self.model.generate(
+                input_ids=inputs.input_ids,
                 inputs_embeds=inputs.inputs_embeds,
                 attention_mask=inputs.attention_mask,
                 position_ids=self.generation_position_ids(inputs),
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                return_dict_in_generate=True,
-                output_logits=output_scores,
+                generation_config=config,
+                **extra,
             )
-        new = out.sequences[0].tolist()
+        new = out.sequences[0, inputs.length :].tolist()
         scores = [s[0] for s in out.logits] if output_scores and out.logits is not None else None
         return Generation(
             text=self.tokenizer.decode(new, skip_special_tokens=True),

@@ -1,75 +1,24 @@
 """Attention readout by forward pre-hooks on decoder layers.
 
 The hook recomputes, for the last prompt token only, what the layer's attention would
-compute: input layernorm -> q/k projections -> q/k norms (if the layer has them) -> the
-model's own rotary embedding (cos/sin as the layer receives them, so M-RoPE is included)
--> GQA repeat -> scaled dot product + mask -> softmax over all keys. It works whatever
-attention implementation runs the model (SDPA, eager, flash). After the deepest requested
-layer the hook raises a private exception, so the forward pass costs only that many layers.
-Every hook is removed in ``finally``.
+compute (``models.attention.layer_attention``, the one attention primitive). After the
+deepest requested layer the hook raises a private exception, so the forward pass costs
+only that many layers. Every hook is removed in ``finally``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from lrsvqa.models.attention import layer_attention
+
 
 class _StopForward(Exception):
     """Raised inside a hook to end a forward pass early; never escapes ``read_attention``."""
-
-
-def _rotary_fn(attn: torch.nn.Module) -> Callable[..., Any]:
-    fn = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb", None)
-    if fn is None:  # pragma: no cover - every supported family defines it
-        raise RuntimeError(f"{type(attn).__name__}: no apply_rotary_pos_emb in its module")
-    return fn
-
-
-def layer_attention(
-    layer: torch.nn.Module,
-    hidden: torch.Tensor,
-    kwargs: dict[str, Any],
-    prefix_keys: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Softmax attention of the last position over all keys: (batch, heads, L), float32.
-
-    ``prefix_keys`` (batch, kv_heads, P, head_dim), already rotated, are the keys of
-    positions that precede ``hidden`` (a KV cache): they join the keys computed here.
-    """
-    attn: Any = layer.self_attn
-    x = layer.input_layernorm(hidden)  # type: ignore[operator]
-    b, length, _ = x.shape
-    head_dim = attn.head_dim
-    q = attn.q_proj(x[:, -1:]).view(b, 1, -1, head_dim)
-    k = attn.k_proj(x).view(b, length, -1, head_dim)
-    if getattr(attn, "q_norm", None) is not None:
-        q = attn.q_norm(q)
-        k = attn.k_norm(k)
-    q = q.transpose(1, 2)
-    k = k.transpose(1, 2)
-    cos, sin = kwargs["position_embeddings"]
-    rotate = _rotary_fn(attn)
-    q, _ = rotate(q, q, cos[:, -1:], sin[:, -1:])
-    k, _ = rotate(k, k, cos, sin)
-    if prefix_keys is not None:
-        k = torch.cat([prefix_keys.to(k.dtype), k], dim=2)
-        length = k.shape[2]
-    n_rep = q.shape[1] // k.shape[1]
-    if n_rep > 1:
-        k = k.repeat_interleave(n_rep, dim=1)
-    scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling  # (b, H, 1, L)
-    mask = kwargs.get("attention_mask")
-    if isinstance(mask, torch.Tensor) and mask.ndim == 4:
-        row = mask[:, :, -1:, :length]
-        scores = (
-            scores.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else scores + row
-        )
-    return torch.softmax(scores.float(), dim=-1)[:, :, 0]
 
 
 def read_attention(

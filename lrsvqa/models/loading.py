@@ -49,6 +49,37 @@ def _not_found(model_id: str, offline: bool) -> ModelNotFoundError:
     )
 
 
+MICRO_PREFIX = "micro/"
+MICRO_ROOT = Path(__file__).parent / "micro"
+
+
+def micro_models() -> list[str]:
+    """The micro models shipped inside the package (trained here on synthetic scenes)."""
+    if not MICRO_ROOT.is_dir():
+        return []
+    return sorted(
+        MICRO_PREFIX + p.name for p in MICRO_ROOT.iterdir() if (p / "model.safetensors").is_file()
+    )
+
+
+def micro_folder(model_id: str) -> Path:
+    name = model_id[len(MICRO_PREFIX) :]
+    folder = MICRO_ROOT / name
+    if not name or not (folder / "model.safetensors").is_file():
+        shipped = ", ".join(micro_models()) or "none"
+        raise ModelNotFoundError(
+            f"unknown micro model {model_id!r}; shipped micro models: {shipped}"
+        )
+    return folder
+
+
+def _micro_revision(folder: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    return f"micro-{digest[:12]}"
+
+
 def resolve_path(model_id: str, revision: str | None = None) -> tuple[Path, str | None]:
     """The local folder of ``model_id`` and its resolved revision (commit hash if known)."""
     if model_id.startswith(tiny.TINY_PREFIX):
@@ -59,6 +90,9 @@ def resolve_path(model_id: str, revision: str | None = None) -> tuple[Path, str 
                 + ", ".join(tiny.TINY_PREFIX + f for f in tiny.TINY_FAMILIES)
             )
         return tiny.ensure(family), f"tiny-{tiny.TINY_VERSION}"
+    if model_id.startswith(MICRO_PREFIX):
+        micro = micro_folder(model_id)
+        return micro, _micro_revision(micro)
     local = Path(model_id).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
@@ -117,6 +151,25 @@ def _device_dtype(device: str, dtype: Any) -> tuple[Any, Any]:
     return dev, named[dtype]
 
 
+def check_tokenizer_files(path: Path) -> None:
+    """ModelError naming the packages when only a SentencePiece model can be read."""
+    import importlib.util
+
+    if (path / "tokenizer.json").is_file() or not (path / "tokenizer.model").is_file():
+        return
+    missing = [
+        name
+        for name, module in (("sentencepiece", "sentencepiece"), ("protobuf", "google.protobuf"))
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ModelError(
+            f"{path} has a SentencePiece tokenizer.model but no tokenizer.json; reading it needs "
+            f"{' and '.join(missing)}: pip install 'lrsvqa[sentencepiece]' (or "
+            f"pip install {' '.join(missing)}), or save a tokenizer.json into the folder"
+        )
+
+
 def from_pretrained(
     model_id: str = DEFAULT_MODEL_ID,
     revision: str | None = None,
@@ -134,6 +187,7 @@ def from_pretrained(
     if family is not None:
         registry.adapter_class(family)  # unknown family fails before any build or download
     path, resolved = resolve_path(model_id, revision)
+    check_tokenizer_files(path)
     try:
         config_dict = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as exc:
@@ -157,7 +211,11 @@ def from_pretrained(
         raise ModelError(f"cannot load {model_id!r} as {cls.model_class_name}: {exc}") from None
     model.to(dev).eval()
     try:
-        processor = cls.processor_class.from_pretrained(path, trust_remote_code=False)
+        # The PIL image backend whether or not torchvision is installed: the pixels (and so
+        # the answers) never depend on an optional package.
+        processor = cls.processor_class.from_pretrained(
+            path, trust_remote_code=False, backend="pil"
+        )
     except (OSError, ValueError, TypeError) as exc:
         raise ModelError(f"cannot load the processor of {model_id!r}: {exc}") from None
     resolved = resolved or getattr(model.config, "_commit_hash", None)

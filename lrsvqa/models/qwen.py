@@ -2,21 +2,29 @@
 
 Positions are 3-D M-RoPE. Each block (a run of segments of one group) starts at the current
 text position ``s`` like a stock image: a token in cell (row, col) of the group's
-whole-scene grid gets (t, h, w) = (s, s + row, s + col); text after the block continues at
-``s + max(rows, cols)`` of the frame spanned by the group's segments (whether or not their
-tokens are kept). So one fully kept image gets exactly stock ``get_rope_index`` ids, and a
-kept subset keeps every token's (and the following text's) ids from the full input.
+whole-scene grid gets (t, h, w) = (s, s + row, s + col). The text after the block continues
+from the largest id of the block's *full frame* + 1, i.e. ``s + max(rows, cols)`` of the
+frame spanned by the group's segments, whether or not their tokens are kept (not from the
+largest *kept* id + 1). So one fully kept image gets exactly stock ``get_rope_index`` ids,
+and a kept subset keeps every token's (and the following text's) ids from the full input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from lrsvqa.models.base import Capabilities, PreparedInputs, VisionTokens
-from lrsvqa.models.hf import TEXT, HFAdapter, _Block
+from lrsvqa.models.base import (
+    Capabilities,
+    PreparedInputs,
+    VisionTokens,
+    declared_focus_layers,
+    model_declared,
+)
+from lrsvqa.models.hf import HFAdapter, ImageBlock, Placed
 from lrsvqa.models.processors import Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor
 
 DEFAULT_TILE = 448  # any multiple of 28 works; 448 -> 16 x 16 LLM tokens
@@ -73,7 +81,9 @@ class Qwen2VLAdapter(HFAdapter):
     def capabilities_for(cls, config: Any) -> Capabilities:
         t, v = config.text_config, config.vision_config
         side = v.patch_size * v.spatial_merge_size
-        tile = DEFAULT_TILE - DEFAULT_TILE % side
+        declared = model_declared(config)
+        wanted = int(declared.get("tile_size", DEFAULT_TILE))
+        tile = max(side, wanted - wanted % side)
         grid = tile // side
         return Capabilities(
             family=cls.family,
@@ -90,6 +100,7 @@ class Qwen2VLAdapter(HFAdapter):
             num_kv_heads=int(t.num_key_value_heads or t.num_attention_heads),
             intermediate_size=int(t.intermediate_size),
             vision_flops_per_tile=float(cls._vision_flops(v, tile)),
+            focus_layers=declared_focus_layers(declared),
         )
 
     def encode_images(self, images: list[np.ndarray]) -> list[VisionTokens]:
@@ -108,35 +119,29 @@ class Qwen2VLAdapter(HFAdapter):
             for f, g in zip(feats, thw.tolist(), strict=True)
         ]
 
-    def position_ids(
-        self,
-        kinds: list[int],
-        block_of: list[int],
-        entry_of: list[tuple[int, int, int, int]],
-        layouts: list[_Block],
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        length = len(kinds)
+    def position_ids(self, placed: Sequence[Placed], blocks: Sequence[ImageBlock]) -> torch.Tensor:
+        length = len(placed)
         pos = torch.zeros(3, length, dtype=torch.long)
         cur = 0
         i = 0
         while i < length:
-            if kinds[i] == TEXT:
+            block = placed[i].block
+            if block is None:  # text
                 pos[:, i] = cur
                 cur += 1
                 i += 1
                 continue
-            block = block_of[i]
             start = cur
-            while i < length and block_of[i] == block:
-                _, _, row, col = entry_of[i]
+            while i < length and placed[i].block == block:
+                entry = placed[i].entry
+                assert entry is not None  # every image position has its layout entry
                 pos[0, i] = start
-                pos[1, i] = start + row
-                pos[2, i] = start + col
+                pos[1, i] = start + entry.row
+                pos[2, i] = start + entry.col
                 i += 1
-            rows, cols = layouts[block].extent
+            rows, cols = blocks[block].extent
             cur = start + max(rows, cols)
-        deltas = int(pos.max()) + 1 - length if length else 0
-        return pos.unsqueeze(1), {"rope_deltas": deltas}
+        return pos.unsqueeze(1)
 
     def generation_position_ids(self, inputs: PreparedInputs) -> torch.Tensor:
         # Stock generate passes [text; t; h; w] (4, batch, L); the text row is 0..L-1.

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from lrsvqa.pyramid import DynamicImagePyramid, PyramidConfig
-
 if TYPE_CHECKING:
-    from lrsvqa.pipeline.answer import Answer
+    from lrsvqa.focus.select import FocusResult, LevelFocus
+    from lrsvqa.io.window import Window
+    from lrsvqa.pipeline.evidence import Evidence
+    from lrsvqa.pyramid import DynamicImagePyramid, Tile
 
 LEVEL_COLOURS = [
     (0, 200, 255),
@@ -46,27 +47,20 @@ def level_colour(level: int) -> tuple[int, int, int]:
 
 
 def render_overlay(
-    answer: Answer,
     path: str | os.PathLike[str],
     *,
-    pyramid: DynamicImagePyramid | None = None,
+    question: str,
+    text: str,
+    evidence: Evidence,
+    focus: FocusResult | None,
+    pyramid: DynamicImagePyramid,
     panel_size: int = 512,
 ) -> str:
-    """Write the overlay PNG for ``answer`` and return its path."""
-    own = pyramid is None
-    if pyramid is None:
-        pyramid = DynamicImagePyramid(
-            answer.scene, config=PyramidConfig(**answer.config["pyramid"])
-        )
-    try:
-        base = pyramid.thumbnail(panel_size)
-        width, height = pyramid.scene.width, pyramid.scene.height
-    finally:
-        if own:
-            pyramid.close()
+    """Write the overlay PNG of an answer (its evidence and focus heat) and return its path."""
+    base = pyramid.thumbnail(panel_size)
+    width, height = pyramid.scene.width, pyramid.scene.height
     scale = base.shape[1] / width
-    focus = answer.focus
-    levels = list(focus.levels) if focus is not None else []
+    levels: list[LevelFocus] = list(focus.levels) if focus is not None else []
     panels: list[tuple[str, Image.Image]] = []
     for lvl in levels:
         panel = Image.fromarray(base).convert("RGB")
@@ -85,8 +79,8 @@ def render_overlay(
         )
     summary = Image.fromarray(base).convert("RGB")
     draw = ImageDraw.Draw(summary)
-    finest = answer.evidence.finest_level
-    for tile in answer.evidence.tiles:
+    finest = evidence.finest_level
+    for tile in evidence.tiles:
         thick = 4 if tile.finest else 1
         _outline(draw, tile.window, scale, level_colour(tile.level), thick, width, height)
     panels.append(
@@ -95,10 +89,12 @@ def render_overlay(
             summary,
         )
     )
-    return _compose(panels, answer, [lvl.level for lvl in levels], path)
+    return _compose(panels, question, text, [lvl.level for lvl in levels], path)
 
 
-def _heat(panel: Image.Image, tiles: list, scores: list[np.ndarray], scale: float) -> Image.Image:
+def _heat(
+    panel: Image.Image, tiles: list[Tile], scores: list[np.ndarray], scale: float
+) -> Image.Image:
     h, w = panel.height, panel.width
     heat = np.zeros((h, w), dtype=np.float64)
     # Min-max per level: the contrast between tokens is what the picture must show.
@@ -125,7 +121,13 @@ def _heat(panel: Image.Image, tiles: list, scores: list[np.ndarray], scale: floa
 
 
 def _outline(
-    draw: ImageDraw.ImageDraw, window, scale: float, colour, thick: int, width: int, height: int
+    draw: ImageDraw.ImageDraw,
+    window: Window,
+    scale: float,
+    colour: tuple[int, int, int],
+    thick: int,
+    width: int,
+    height: int,
 ) -> None:
     inside = window.clip(width, height)
     if inside.area == 0:
@@ -139,7 +141,13 @@ def _outline(
     draw.rectangle(box, outline=colour, width=thick)
 
 
-def _compose(panels: list[tuple[str, Image.Image]], answer: Answer, levels: list[int], path) -> str:
+def _compose(
+    panels: list[tuple[str, Image.Image]],
+    question: str,
+    text: str,
+    levels: list[int],
+    path: str | os.PathLike[str],
+) -> str:
     pw = max(p.width for _, p in panels)
     ph = max(p.height for _, p in panels)
     cols = min(len(panels), 3)
@@ -152,8 +160,8 @@ def _compose(panels: list[tuple[str, Image.Image]], answer: Answer, levels: list
     )
     draw = ImageDraw.Draw(canvas)
     font, small = _font(15), _font(13)
-    question = answer.question if len(answer.question) < 110 else answer.question[:107] + "…"
-    reply = answer.text if len(answer.text) < 110 else answer.text[:107] + "…"
+    question = question if len(question) < 110 else question[:107] + "…"
+    reply = text if len(text) < 110 else text[:107] + "…"
     draw.text((MARGIN, 4), f"Q: {question}", fill=(255, 255, 255), font=font)
     draw.text((MARGIN, 4 + TITLE_H), f"A: {reply}", fill=(255, 255, 160), font=font)
     for i, (title, panel) in enumerate(panels):

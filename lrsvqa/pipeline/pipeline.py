@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lrsvqa.errors import ConfigError
-from lrsvqa.focus import AttentionScorer, FocusConfig, FocusResult, select
+from lrsvqa.focus import AttentionScorer, FocusConfig, TokenScorer, levels_to_visit, select
 from lrsvqa.focus.padding import unpadded_keep
 from lrsvqa.io.scene import Scene
-from lrsvqa.pipeline.answer import Answer, Evidence, TileEvidence
-from lrsvqa.pipeline.cost import (
-    CostReport,
-    focus_pass_flops,
-    paper_prefill_flops,
-    peak_rss_mb,
-    prefill_flops,
-)
-from lrsvqa.pipeline.session import SceneSession, SessionCache, Stopwatch
+from lrsvqa.pipeline.answer import Answer
+from lrsvqa.pipeline.evidence import evidence_of
+from lrsvqa.pipeline.progress import ProgressCallback, TileBar
+from lrsvqa.pipeline.session import SceneSession, SessionCache
+from lrsvqa.pipeline.trace import Trace
 from lrsvqa.prune import (
     PruneConfig,
     assemble_segments,
@@ -28,9 +24,12 @@ from lrsvqa.prune import (
     thumbnail_segment,
     tile_segments,
 )
+from lrsvqa.prune.budget import check_context, check_thumbnail, fit_budget
 from lrsvqa.pyramid import PyramidConfig, Tile
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from lrsvqa.models.base import Adapter, VisionTokens
 
 MAX_QUESTION_CHARS = 4000
@@ -79,8 +78,8 @@ class Pipeline:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         self.max_new_tokens = max_new_tokens
         self.progress = progress
-        self.sessions = SessionCache(max_scenes)
-        self.scorer: Any = AttentionScorer(self.focus.layers)
+        self.sessions = SessionCache(max_scenes, progress=progress)
+        self.scorer: TokenScorer = AttentionScorer(self.focus.layers)
         if self.focus.focus.startswith("distilled:"):
             from lrsvqa.focus.distilled import load_scorer
 
@@ -88,6 +87,8 @@ class Pipeline:
         if self.focus.selector == "rfm":
             self.scorer.resolve_layers(adapter)  # bad layer indices fail now, not mid-run
         self.prune.llm.validate(caps.num_layers)
+        if caps.thumbnail_size == caps.tile_size:  # the thumbnail is one square tile
+            self._check_budget(caps.n_tokens_per_tile)
 
     @classmethod
     def from_pretrained(
@@ -138,15 +139,15 @@ class Pipeline:
             "focus_layers": list(self.scorer.resolve_layers(self.adapter))
             if self.focus.selector == "rfm"
             else None,
-            "focus_scorer": getattr(self.scorer, "name", "attention"),
-            "distilled_rfm": self.scorer.meta.to_dict() if hasattr(self.scorer, "meta") else None,
+            "focus_scorer": self.scorer.name,
+            "distilled_rfm": self.scorer.describe(),
             "prune": self.prune.to_dict(),
             "pdrop_boundaries": list(
                 self.prune.llm.boundaries(self.adapter.capabilities.num_layers)
             )
             if self.prune.llm.method == "pdrop"
             else None,
-            "generation": {"max_new_tokens": self.max_new_tokens, "do_sample": False},
+            "generation": self.adapter.generation_settings(self.max_new_tokens),
         }
 
     def session(
@@ -155,113 +156,128 @@ class Pipeline:
         """The cached per-scene state (opened on first use)."""
         return self.sessions.get(scene, tuple(bands) if bands else None, self.pyramid, self.adapter)
 
+    def prefetch(
+        self, scene: str | os.PathLike[str] | Scene, bands: Sequence[int] | None = None
+    ) -> None:
+        """Open ``scene`` and read what its first question needs (stretch, thumbnail,
+        level-0 tiles), e.g. in a thread while the model answers about another scene."""
+        self.session(scene, bands).pyramid.prefetch()
+
     def ask(
         self,
         scene: str | os.PathLike[str] | Scene,
         question: str,
         *,
         bands: Sequence[int] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Answer:
-        """Answer ``question`` about ``scene`` (a path, URL or open ``Scene``)."""
+        """Answer ``question`` about ``scene`` (a path, URL or open ``Scene``).
+
+        ``progress`` is called at each stage (``lrsvqa.pipeline.progress``)."""
         check_question(question)
-        start_all = time.perf_counter()
-        watch = Stopwatch()
-        session = self.session(scene, bands)
-        caps = self.adapter.capabilities
-        thumbnail_cached = session.has_thumbnail
-        thumbnail = session.thumbnail_tokens(watch)
-        used: dict[str, int] = {"thumbnail": thumbnail.n}
-        encoded: dict[str, int] = {} if thumbnail_cached else {"thumbnail": thumbnail.n}
-        tiles_encoded: dict[str, int] = {} if thumbnail_cached else {"thumbnail": 1}
-        hits = int(thumbnail_cached)
-
-        def encode(tiles: Sequence[Tile]) -> list[VisionTokens]:
-            nonlocal hits
-            fresh = {t.key for t in tiles if not session.has(t)}
-            tokens = session.encode_tiles(tiles, watch, progress=self.progress)
-            for tile, tok in zip(tiles, tokens, strict=True):
-                key = str(tile.level)
-                used[key] = used.get(key, 0) + tok.n
-                if tile.key in fresh:
-                    encoded[key] = encoded.get(key, 0) + tok.n
-                    tiles_encoded[key] = tiles_encoded.get(key, 0) + 1
-                else:
-                    hits += 1
-            return tokens
-
-        compact_positions = caps.mrope and self.prune.mrope_positions == "compact"
-        passes_before = len(self.scorer.passes)
-        runs_before = len(getattr(self.scorer, "runs", []))
-
-        def score(thumb: VisionTokens, tiles: Sequence[Tile], tokens: list[VisionTokens]) -> Any:
-            start = time.perf_counter()
-            keeps = [  # padding never enters the pass
-                unpadded_keep(session.pyramid, t, tok.grid)
-                for t, tok in zip(tiles, tokens, strict=True)
-            ]
-            segments = [
-                thumbnail_segment(thumb),
-                *tile_segments(tiles, tokens, keeps, compact=compact_positions),
-            ]
-            out = self.scorer.score(self.adapter, segments, question)
-            watch.add("focus", time.perf_counter() - start)
-            return out
-
-        focus = select(
-            session.pyramid,
-            self.focus,
-            thumbnail=thumbnail,
-            encode=encode,
-            score=score if self.focus.selector == "rfm" else None,
-            tokens_per_tile=caps.n_tokens_per_tile,
-        )
-        segments = assemble_segments(focus, thumbnail, self.prune, mrope=caps.mrope)
-        start = time.perf_counter()
-        inputs = self.adapter.build_inputs(segments, question)
-        generation, per_layer = generate_pruned(
-            self.adapter, inputs, self.prune.llm, max_new_tokens=self.max_new_tokens
-        )
-        watch.add("generate", time.perf_counter() - start)
-        watch.seconds["focus"] = watch.seconds.get("focus", 0.0)
-        watch.seconds["total"] = time.perf_counter() - start_all
-
-        passes = self.scorer.passes[passes_before:]
-        runs = getattr(self.scorer, "runs", [])[runs_before:] or [(n, n) for n in passes]
-        read_layers = self.scorer.resolve_layers(self.adapter) if passes else ()
-        focus_layers = max(read_layers) if passes else 0
-        n_vision = int(inputs.vision_positions.numel() + inputs.separator_positions.numel())
-        cost = CostReport(
-            vision_tokens=used,
-            vision_tokens_encoded=encoded,
-            tiles_encoded=tiles_encoded,
-            cache_hits=hits,
-            focus_passes=list(passes),
-            focus_tokens_run=[run for run, _ in runs],
-            focus_layers=focus_layers,
-            llm_vision_tokens=n_vision,
-            llm_prompt_tokens=inputs.length,
-            llm_tokens_per_layer=list(per_layer),
-            new_tokens=len(generation.token_ids),
-            vision_flops=caps.vision_flops_per_tile * sum(tiles_encoded.values()),
-            focus_flops=sum(focus_pass_flops(caps, read_layers, run, keys) for run, keys in runs),
-            llm_flops=prefill_flops(caps, per_layer),
-            paper_llm_flops=paper_prefill_flops(caps, per_layer),
-            paper_focus_flops=sum(
-                focus_pass_flops(caps, read_layers, run, keys, paper=True) for run, keys in runs
-            ),
-            seconds=dict(watch.seconds),
-            peak_rss_mb=peak_rss_mb(),
-        )
+        bar = TileBar() if progress is None and self.progress else None
+        trace = Trace(progress or bar)
+        try:
+            n_images = 1 if getattr(self.adapter, "single_placeholder", False) else 2
+            check_context(
+                self.adapter, question, self.focus.token_budget, self.max_new_tokens, n_images
+            )
+            trace.emit("pyramid")
+            session = self.session(scene, bands)
+            thumbnail = trace.encoded("thumbnail", session.thumbnail(trace.watch)).tokens[0]
+            self._check_budget(self.adapter.llm_vision_positions([thumbnail_segment(thumbnail)]))
+            trace.levels = levels_to_visit(session.pyramid, self.focus, thumbnail.n)
+            focus = select(
+                session.pyramid,
+                self.focus,
+                thumbnail=thumbnail,
+                encode=partial(self._encode, session, trace),
+                score=partial(self._score, session, question, trace)
+                if self.focus.selector == "rfm"
+                else None,
+                tokens_per_tile=self.adapter.capabilities.n_tokens_per_tile,
+            )
+            trace.emit("generate")
+            with trace.watch.timing("generate"):
+                segments, cut = fit_budget(
+                    self.adapter,
+                    assemble_segments(
+                        focus, thumbnail, self.prune, mrope=self.adapter.capabilities.mrope
+                    ),
+                    self.focus.token_budget,
+                    focus,
+                )
+                if cut:
+                    focus.notes.append(
+                        f"{cut} lowest-ranked tile tokens were cut so that their newline "
+                        f"separators fit the budget of {self.focus.token_budget:,} vision positions"
+                    )
+                inputs = self.adapter.build_inputs(segments, question)
+                generation, per_layer = generate_pruned(
+                    self.adapter, inputs, self.prune.llm, max_new_tokens=self.max_new_tokens
+                )
+            cost = trace.cost_report(
+                self.adapter.capabilities, self._read_layers(), inputs, per_layer, generation
+            )
+            trace.emit("done")
+        finally:
+            if bar is not None:
+                bar.close()
         return Answer(
             text=generation.text.strip(),
             question=question,
             scene=session.scene.path,
-            evidence=self._evidence(session, focus),
+            evidence=evidence_of(session.pyramid, focus),
             cost=cost,
             config=self.config_dict(),
             focus=focus,
             notes=list(focus.notes),
+            pyramid_config=session.pyramid.config,
         )
+
+    def _encode(
+        self, session: SceneSession, trace: Trace, tiles: Sequence[Tile]
+    ) -> list[VisionTokens]:
+        """The focus stage's tile encoder: one call per level, recorded in ``trace``."""
+        level = tiles[0].level if tiles else None
+        trace.emit("focus", level=level)
+
+        def batch_done(done: int, total: int) -> None:
+            trace.emit("encode", level=level, done=done, total=total)
+
+        result = session.encode_tiles(tiles, trace.watch, on_batch=batch_done)
+        return trace.encoded(str(level), result).tokens
+
+    def _score(
+        self,
+        session: SceneSession,
+        question: str,
+        trace: Trace,
+        thumbnail: VisionTokens,
+        tiles: Sequence[Tile],
+        tokens: list[VisionTokens],
+    ) -> list[np.ndarray]:
+        """The focus stage's scorer: one pass over thumbnail + candidates, recorded in ``trace``."""
+        compact = self.adapter.capabilities.mrope and self.prune.mrope_positions == "compact"
+        with trace.watch.timing("focus"):
+            keeps = [  # padding never enters the pass
+                unpadded_keep(session.pyramid, tile, tok.grid)
+                for tile, tok in zip(tiles, tokens, strict=True)
+            ]
+            segments = [
+                thumbnail_segment(thumbnail),
+                *tile_segments(tiles, tokens, keeps, compact=compact),
+            ]
+            return trace.scored(self.scorer.score(self.adapter, segments, question)).grids
+
+    def _read_layers(self) -> tuple[int, ...]:
+        """Decoder layers a focus pass reads (it runs the ones below the deepest in full)."""
+        return tuple(self.scorer.resolve_layers(self.adapter))
+
+    def _check_budget(self, thumbnail_positions: int) -> None:
+        """A budget below the thumbnail's positions would be overrun silently: refuse it."""
+        if self.prune.thumbnail:
+            check_thumbnail(thumbnail_positions, self.focus.token_budget)
 
     def save_overlay(
         self, answer: Answer, path: str | os.PathLike[str], *, panel_size: int = 512
@@ -269,33 +285,6 @@ class Pipeline:
         """The answer's overlay PNG, reusing this pipeline's open scene."""
         session = self.session(answer.scene)
         return answer.save_overlay(path, pyramid=session.pyramid, panel_size=panel_size)
-
-    def _evidence(self, session: SceneSession, focus: FocusResult) -> Evidence:
-        pyramid = session.pyramid
-        scene = session.scene
-        finest = focus.finest_level
-        tiles: list[TileEvidence] = []
-        for level in focus.levels:
-            is_last = level is focus.levels[-1] and finest is not None
-            for choice in level.chosen:
-                if is_last and choice.kept_tokens == 0:
-                    continue
-                window = pyramid.image_window(choice.tile)
-                tiles.append(
-                    TileEvidence(
-                        level=choice.tile.level,
-                        factor=level.factor,
-                        row=choice.tile.row,
-                        col=choice.tile.col,
-                        window=window,
-                        score=choice.score,
-                        kept_tokens=choice.kept_tokens,
-                        geometry=pyramid.geometry(window),
-                        finest=is_last,
-                    )
-                )
-        crs = scene.crs.to_string() if scene.crs else None
-        return Evidence(tiles=tiles, crs=crs, scene_bounds=scene.bounds if crs else None)
 
     def close(self) -> None:
         self.sessions.clear()
@@ -305,6 +294,15 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def ask_many(self, sources: Any, questions: Any, **options: Any) -> Any:
+        """Ask every question about every scene of ``sources`` (files, globs, folders,
+        lists, STAC); yield answers as they finish (``lrsvqa.pipeline.many.ask_many``)."""
+        from lrsvqa.pipeline.many import ask_many
+
+        for question in [questions] if isinstance(questions, str) else questions:
+            check_question(question)
+        return ask_many(self, sources, questions, **options)
 
 
 def ask(

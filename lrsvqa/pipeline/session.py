@@ -4,9 +4,12 @@ statistics and the encoded tiles, within a memory cap."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +43,33 @@ class Stopwatch:
     def add(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
+    @contextmanager
+    def timing(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class EncodedTiles:
+    """Tokens of the tiles asked for, in order, and which of them were encoded just now."""
+
+    tokens: list[VisionTokens]
+    fresh: list[bool]  # True: read and run through the vision tower by this call
+
+
+# Called after each batch with (tiles encoded so far, tiles to encode) of one call.
+BatchDone = Callable[[int, int], None]
+
 
 class SceneSession:
-    """One scene opened for a model: pyramid, thumbnail tokens, encoded-tile cache."""
+    """One scene opened for a model: pyramid, thumbnail tokens, encoded-tile cache.
+
+    The only cache of encoded tiles: keyed by (level, row, col) of this scene's pyramid,
+    capped by ``LRSVQA_CACHE_MB`` across the tiles of the session.
+    """
 
     def __init__(
         self,
@@ -70,19 +97,15 @@ class SceneSession:
         """Whether ``tile``'s encoding is in the cache."""
         return tile.key in self._tiles
 
-    @property
-    def has_thumbnail(self) -> bool:
-        return self._thumbnail is not None
-
-    def thumbnail_tokens(self, watch: Stopwatch) -> VisionTokens:
-        if self._thumbnail is None:
-            start = time.perf_counter()
+    def thumbnail(self, watch: Stopwatch) -> EncodedTiles:
+        """The global thumbnail's tokens (encoded on first use)."""
+        if self._thumbnail is not None:
+            return EncodedTiles([self._thumbnail], [False])
+        with watch.timing("read"):
             image = self.pyramid.thumbnail(self.pyramid.config.thumbnail_size, square=True)
-            watch.add("read", time.perf_counter() - start)
-            start = time.perf_counter()
+        with watch.timing("encode"):
             self._thumbnail = self.adapter.encode([image])[0]
-            watch.add("encode", time.perf_counter() - start)
-        return self._thumbnail
+        return EncodedTiles([self._thumbnail], [True])
 
     def encode_tiles(
         self,
@@ -90,40 +113,32 @@ class SceneSession:
         watch: Stopwatch,
         *,
         batch_size: int = 8,
-        progress: bool = False,
-    ) -> list[VisionTokens]:
+        on_batch: BatchDone | None = None,
+    ) -> EncodedTiles:
         """Read and encode ``tiles`` (cached ones come from memory), in order."""
         missing = [t for t in tiles if t.key not in self._tiles]
-        bar: Any = None
-        if progress and len(missing) > batch_size:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(missing), desc="encoding tiles", unit="tile", leave=False)
-        try:
-            for i in range(0, len(missing), batch_size):
-                batch = missing[i : i + batch_size]
-                start = time.perf_counter()
+        fresh = {t.key for t in missing}
+        if on_batch is not None:
+            on_batch(0, len(missing))
+        for i in range(0, len(missing), batch_size):
+            batch = missing[i : i + batch_size]
+            with watch.timing("read"):
                 images = self.pyramid.read_tiles(batch)
-                watch.add("read", time.perf_counter() - start)
-                start = time.perf_counter()
+            with watch.timing("encode"):
                 encoded = self.adapter.encode(images)
-                watch.add("encode", time.perf_counter() - start)
-                for tile, tokens in zip(batch, encoded, strict=True):
-                    self._store(tile.key, tokens)
-                if bar is not None:
-                    bar.update(len(batch))
-        finally:
-            if bar is not None:
-                bar.close()
-        found = [self._tiles.get(t.key) for t in tiles]
+            for tile, tokens in zip(batch, encoded, strict=True):
+                self._store(tile.key, tokens)
+            if on_batch is not None:
+                on_batch(i + len(batch), len(missing))
         out: list[VisionTokens] = []
-        for tile, cached in zip(tiles, found, strict=True):
+        for tile in tiles:
+            cached = self._tiles.get(tile.key)
             if cached is None:  # evicted by this very call (cap smaller than one question)
                 cached = self.adapter.encode(self.pyramid.read_tiles([tile]))[0]
             else:
                 self._tiles.move_to_end(tile.key)
             out.append(cached)
-        return out
+        return EncodedTiles(out, [t.key in fresh for t in tiles])
 
     def _store(self, key: tuple[int, int, int], tokens: VisionTokens) -> None:
         size = tokens.embeds.element_size() * tokens.embeds.nelement()
@@ -155,9 +170,11 @@ def scene_key(path: str, bands: tuple[int, ...] | None) -> tuple[Any, ...]:
 class SessionCache:
     """The most recently used scene sessions (a few scenes open at once)."""
 
-    def __init__(self, max_scenes: int = 2):
+    def __init__(self, max_scenes: int = 2, *, progress: bool = False):
         self.max_scenes = max_scenes
+        self.progress = progress  # a bar while a big scene is converted on first use
         self._sessions: OrderedDict[tuple[Any, ...], SceneSession] = OrderedDict()
+        self._lock = threading.RLock()  # the next scene may be opened by a prefetch thread
 
     def get(
         self,
@@ -170,20 +187,36 @@ class SessionCache:
             key: tuple[Any, ...] = ("scene-object", id(scene), config)
         else:
             key = (*scene_key(os.fspath(scene), bands), config)
-        session = self._sessions.get(key)
-        if session is not None:
-            self._sessions.move_to_end(key)
-            return session
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None:
+                self._sessions.move_to_end(key)
+                return session
         owned = not isinstance(scene, Scene)
-        opened = open_scene(scene, bands=bands) if not isinstance(scene, Scene) else scene
-        session = SceneSession(opened, config, adapter, cache_cap_bytes(), owns_scene=owned)
-        self._sessions[key] = session
-        while len(self._sessions) > self.max_scenes:
-            _, old = self._sessions.popitem(last=False)
-            old.close()
-        return session
+        # Opened outside the lock: a prefetch thread converting a big scene must not
+        # hold up questions about the current one. Big PNG/JPEG/overview-less scenes
+        # are read from the conversion cache.
+        opened = (
+            open_scene(scene, bands=bands, cog_cache=True, progress=self.progress)
+            if not isinstance(scene, Scene)
+            else scene
+        )
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None:  # another thread opened it meanwhile
+                if owned:
+                    opened.close()
+                self._sessions.move_to_end(key)
+                return session
+            session = SceneSession(opened, config, adapter, cache_cap_bytes(), owns_scene=owned)
+            self._sessions[key] = session
+            while len(self._sessions) > self.max_scenes:
+                _, old = self._sessions.popitem(last=False)
+                old.close()
+            return session
 
     def clear(self) -> None:
-        for session in self._sessions.values():
-            session.close()
-        self._sessions.clear()
+        with self._lock:
+            for session in self._sessions.values():
+                session.close()
+            self._sessions.clear()

@@ -8,11 +8,11 @@ model and returns the generation plus the tokens each decoder layer saw in prefi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from lrsvqa.errors import ConfigError, ModelError
+from lrsvqa.errors import ConfigError
 
 if TYPE_CHECKING:
     from lrsvqa.models.base import Adapter, Generation, PreparedInputs
@@ -31,15 +31,46 @@ def default_pdrop_layers(num_layers: int) -> tuple[int, ...]:
 class LLMPruneConfig:
     """Dropping of image tokens inside the LLM (saved with every result)."""
 
-    method: str = "none"  # none | pdrop | fastv
-    pdrop_layers: tuple[int, ...] | None = None  # stage boundaries; None -> L/4, L/2, 3L/4
-    pdrop_ratio: float = 0.5  # lambda: share of the image tokens kept at each boundary
-    fastv_k: int = 2  # layers that see every token
-    fastv_ratio: float = 0.5  # R: share of the image tokens dropped after layer K
-    fastv_query: str = "all"  # rank by attention from all queries (paper) or the last one
+    method: str = field(
+        default="none",
+        metadata={
+            "help": "Drop image tokens inside the LLM: PyramidDrop or FastV.",
+            "choices": LLM_METHODS,
+        },
+    )
+    pdrop_layers: tuple[int, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "PyramidDrop stage boundaries (default: L/4, L/2, 3L/4).",
+            "metavar": "L1,L2,…",
+        },
+    )
+    pdrop_ratio: float = field(
+        default=0.5,
+        metadata={"help": "PyramidDrop λ: share of image tokens kept at each boundary, in (0, 1]."},
+    )
+    fastv_k: int = field(default=2, metadata={"help": "FastV: layers that see all tokens."})
+    fastv_ratio: float = field(
+        default=0.5,
+        metadata={"help": "FastV R: share of image tokens dropped after layer K, in [0, 1)."},
+    )
+    fastv_query: str = field(
+        default="all",
+        metadata={
+            "help": "FastV ranks by attention from all queries (paper) or from the last token.",
+            "choices": FASTV_QUERIES,
+        },
+    )
     # after a drop: "keep" each kept token's original position id, or "compact" them to
     # 0..n-1 as the PyramidDrop / LRS-VQA release does (decoding then subtracts the drops)
-    pdrop_positions: str = "keep"
+    pdrop_positions: str = field(
+        default="keep",
+        metadata={
+            "help": "After a PyramidDrop drop: keep original position ids, or renumber them "
+            "0..n-1 as the release does (1-D RoPE models only).",
+            "choices": PDROP_POSITIONS,
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.pdrop_layers is not None and not isinstance(self.pdrop_layers, tuple):
@@ -116,16 +147,6 @@ class LLMPruneConfig:
         return data
 
 
-def _language_model(adapter: Adapter) -> Any:
-    get = getattr(adapter, "language_model", None)
-    if get is None:
-        raise ModelError(
-            f"{type(adapter).__name__} does not expose its decoder layers (language_model()); "
-            "in-LLM pruning needs a transformers-backed adapter"
-        )
-    return get()
-
-
 def stages_for(config: LLMPruneConfig, num_layers: int) -> Sequence[Any]:
     """The drop stages of ``config`` for a model of ``num_layers`` decoder layers."""
     from lrsvqa.prune.fastv import fastv_stages
@@ -181,7 +202,7 @@ def generate_pruned(
 
     from lrsvqa.prune.pyramid_drop import RowDropper
 
-    lm = _language_model(adapter)
+    lm = adapter.language_model()
     num_layers = len(lm.layers)
     config.validate(num_layers)
     compact = config.method != "none" and config.pdrop_positions == "compact"

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lrsvqa.errors import ModelError
+from lrsvqa.models.attention import last_token_attention
 
 if TYPE_CHECKING:
     from lrsvqa.models.base import PreparedInputs
@@ -54,15 +55,6 @@ class Stage:
 def keep_count(n: int, ratio: float) -> int:
     """How many of ``n`` image tokens a stage keeps: ``n * ratio`` rounded half up."""
     return min(n, math.floor(n * ratio + 0.5))
-
-
-def last_token_attention(
-    layer: torch.nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]
-) -> torch.Tensor:
-    """Attention of the last row to every row in ``layer`` (mean over heads): (rows,)."""
-    from lrsvqa.models.hooks import layer_attention
-
-    return layer_attention(layer, hidden, kwargs)[0].mean(0)
 
 
 def pdrop_stages(boundaries: Sequence[int], keep_ratio: float) -> list[Stage]:

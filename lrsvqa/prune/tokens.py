@@ -2,21 +2,27 @@
 
 Each kept token keeps its true 2-D position: its cell in its level's whole-scene
 token grid (tile row x tokens per tile + row inside the tile), so pruning never
-scrambles the spatial layout and relations across tiles stay visible.
+scrambles the spatial layout and relations across tiles stay visible. With
+``mrope_positions="compact"`` (M-RoPE models) the tiles present are packed side by side
+instead (``lrsvqa.focus.segments.compact_offsets``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lrsvqa.focus.segments import (
+    compact_offsets,
+    thumbnail_segment,
+    tile_segment,
+    tile_segments,
+)
 from lrsvqa.prune.llm import LLMPruneConfig
 
 if TYPE_CHECKING:
     from lrsvqa.focus.select import FocusResult
     from lrsvqa.models.base import VisionSegment, VisionTokens
-    from lrsvqa.pyramid import Tile
 
 
 #: M-RoPE (h, w) ids of tile tokens: their cell in the level's whole-scene grid ("scene"),
@@ -50,57 +56,6 @@ class PruneConfig:
         }
 
 
-def compact_offsets(
-    tiles: Sequence[Tile], grids: Sequence[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    """Token-grid offsets of ``tiles`` packed per level: a tile's row (column) offset is the
-    rank of its row (column) among the rows (columns) present, times tokens per tile. Order
-    and adjacency are kept; ids stay below (rows present) x (tokens per tile row)."""
-    out = []
-    for tile, (rows, cols) in zip(tiles, grids, strict=True):
-        same = [t for t in tiles if t.level == tile.level]
-        r = sorted({t.row for t in same}).index(tile.row)
-        c = sorted({t.col for t in same}).index(tile.col)
-        out.append((r * rows, c * cols))
-    return out
-
-
-def thumbnail_segment(tokens: VisionTokens) -> VisionSegment:
-    """The global thumbnail: its own position group, all tokens kept."""
-    from lrsvqa.models.base import VisionSegment
-
-    return VisionSegment(tokens, None, (0, 0), 0, "thumbnail")
-
-
-def tile_segment(
-    tokens: VisionTokens, tile: Tile, keep: Any = None, offset: tuple[int, int] | None = None
-) -> VisionSegment:
-    """A tile's tokens placed in its level's whole-scene token grid (group = level + 1),
-    or at ``offset`` (see ``compact_offsets``)."""
-    from lrsvqa.models.base import VisionSegment
-
-    rows, cols = tokens.grid
-    where = (tile.row * rows, tile.col * cols) if offset is None else offset
-    return VisionSegment(tokens, keep, where, tile.level + 1, "tile")
-
-
-def tile_segments(
-    tiles: Sequence[Tile],
-    tokens: Sequence[VisionTokens],
-    keeps: Sequence[Any],
-    *,
-    compact: bool = False,
-) -> list[VisionSegment]:
-    """``tile_segment`` of each tile; ``compact`` packs them (``compact_offsets``)."""
-    offsets: Sequence[tuple[int, int] | None] = (
-        compact_offsets(tiles, [t.grid for t in tokens]) if compact else [None] * len(tiles)
-    )
-    return [
-        tile_segment(tok, tile, keep, off)
-        for tile, tok, keep, off in zip(tiles, tokens, keeps, offsets, strict=True)
-    ]
-
-
 def assemble_segments(
     focus: FocusResult, thumbnail: VisionTokens, config: PruneConfig, *, mrope: bool = False
 ) -> list[VisionSegment]:
@@ -120,3 +75,14 @@ def assemble_segments(
         compact=mrope and config.mrope_positions == "compact",
     )
     return segments
+
+
+__all__ = [
+    "MROPE_POSITIONS",
+    "PruneConfig",
+    "assemble_segments",
+    "compact_offsets",
+    "thumbnail_segment",
+    "tile_segment",
+    "tile_segments",
+]

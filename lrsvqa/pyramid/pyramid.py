@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -12,11 +14,25 @@ from shapely.geometry import Polygon
 
 from lrsvqa.errors import ConfigError
 from lrsvqa.io.geo import reproject_geometry, window_polygon
+from lrsvqa.io.limits import read_threads as default_read_threads
 from lrsvqa.io.scene import Scene, open_scene
 from lrsvqa.io.window import Window
 from lrsvqa.pyramid.grid import Level, PyramidConfig, Tile, iter_tiles, plan_levels, tile_at
 
 _IDENTITY = Affine.identity()
+
+# One pool per thread count for the whole process: sessions come and go (a benchmark
+# opens 1,228 scenes) and must not each leave threads behind.
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="lrsvqa-read")
+        return pool
 
 
 class DynamicImagePyramid:
@@ -33,6 +49,7 @@ class DynamicImagePyramid:
         coarse_tiles: int | None = None,
         *,
         config: PyramidConfig | None = None,
+        read_threads: int | None = None,
     ):
         base = config or PyramidConfig()
         overrides: dict[str, Any] = {}
@@ -44,6 +61,13 @@ class DynamicImagePyramid:
         self._owns_scene = not isinstance(scene, Scene)
         self.scene = open_scene(scene) if not isinstance(scene, Scene) else scene
         self.levels: list[Level] = plan_levels(self.scene.width, self.scene.height, self.config)
+        #: Threads reading the tiles of one ``read_tiles`` call (``$LRSVQA_READ_THREADS``).
+        self.read_threads = read_threads if read_threads is not None else default_read_threads()
+        if self.read_threads < 1:
+            raise ConfigError(f"read_threads must be at least 1, got {self.read_threads}")
+        self._prefetched: dict[tuple[int, int, int], np.ndarray] = {}
+        self._thumbnails: dict[tuple[int, bool], np.ndarray] = {}
+        self._prefetch_lock = threading.Lock()
 
     def close(self) -> None:
         if self._owns_scene:
@@ -111,10 +135,29 @@ class DynamicImagePyramid:
 
     def read_tile(self, tile: Tile) -> np.ndarray:
         """uint8 (tile_size, tile_size, 3); the part past the image edge is black."""
+        with self._prefetch_lock:
+            ready = self._prefetched.pop(tile.key, None)
+        if ready is not None:
+            return ready
         return self.scene.read(tile.window, (self.tile_size, self.tile_size))
 
     def read_tiles(self, tiles: Sequence[Tile]) -> list[np.ndarray]:
-        return [self.read_tile(t) for t in tiles]
+        """Tiles in order, read by up to ``read_threads`` threads in parallel."""
+        if self.read_threads == 1 or len(tiles) < 2:
+            return [self.read_tile(t) for t in tiles]
+        return list(_pool(self.read_threads).map(self.read_tile, tiles))
+
+    def prefetch(self, levels: Sequence[int] = (0,)) -> None:
+        """Read ahead what a question needs first: the stretch statistics, the square
+        thumbnail and every tile of ``levels``; later reads take them from memory once."""
+        if self.scene.dtype != "uint8":
+            self.scene.stretch()
+        self.thumbnail(self.config.thumbnail_size, square=True)
+        tiles = [t for level in levels for t in self.tiles(level)]
+        images = self.read_tiles(tiles)
+        with self._prefetch_lock:
+            for tile, image in zip(tiles, images, strict=True):
+                self._prefetched[tile.key] = image
 
     def thumbnail(self, size: int | None = None, *, square: bool = False) -> np.ndarray:
         """The whole scene with its long side ``size`` px → uint8 (H, W, 3).
@@ -123,15 +166,26 @@ class DynamicImagePyramid:
         so that thumbnail pixels keep a single scale in both axes.
         """
         size = size or self.config.thumbnail_size
+        with self._prefetch_lock:
+            ready = self._thumbnails.get((size, square))
+        if ready is not None:
+            return ready.copy()
         w, h = self.scene.width, self.scene.height
         scale = size / max(w, h)
         out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
         image = self.scene.read(Window(0, 0, w, h), (out_h, out_w))
-        if not square:
-            return image
-        padded = np.zeros((size, size, 3), dtype=np.uint8)
-        padded[:out_h, :out_w] = image
-        return padded
+        if square:
+            padded = np.zeros((size, size, 3), dtype=np.uint8)
+            padded[:out_h, :out_w] = image
+            image = padded
+        with self._prefetch_lock:
+            self._thumbnails[(size, square)] = image
+        return image.copy()
+
+    @property
+    def prefetched_tiles(self) -> int:
+        """Tiles read ahead by ``prefetch`` and not yet taken."""
+        return len(self._prefetched)
 
     # -- geography -------------------------------------------------------------------
 

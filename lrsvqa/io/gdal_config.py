@@ -1,0 +1,70 @@
+"""GDAL settings for lrsvqa's reads, set once per process; the user's own env wins.
+
+Every option below is applied the first time lrsvqa opens or converts a raster,
+unless the variable is already in the environment (``GDAL_CACHEMAX=1024 lrsvqa ask …``
+keeps 1,024 MB). ``gdal_settings()`` reports what is in force.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+#: GDAL's block cache, MB. GDAL's own default is 5 % of RAM (1.2 GB on a 24 GB
+#: machine), which a PNG conversion fills to the brim; 256 MB holds ~340 decoded
+#: 512 px RGB blocks, plenty for tile reads and for strip-wise conversion.
+DEFAULT_CACHEMAX_MB = 256
+
+#: Option -> value. ``GDAL_NUM_THREADS`` lets GDAL decode the blocks under one read
+#: in parallel (GTiff DEFLATE/ZSTD/LZW, GDAL >= 3.6) and compress in parallel when
+#: converting; lrsvqa's own read threads (``LRSVQA_READ_THREADS``) work on top.
+GDAL_DEFAULTS: dict[str, str] = {
+    "GDAL_CACHEMAX": str(DEFAULT_CACHEMAX_MB),
+    "GDAL_NUM_THREADS": "ALL_CPUS",
+    # Remote scenes: one request for several ranges, neighbouring ranges merged.
+    "GDAL_HTTP_MULTIRANGE": "YES",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+}
+
+#: Set per open of a remote scene only (a local scene keeps its .ovr sidecars).
+REMOTE_OPEN_OPTIONS: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+_lock = threading.Lock()
+_applied: dict[str, str] | None = None
+
+
+def configure_gdal() -> dict[str, str]:
+    """Apply ``GDAL_DEFAULTS`` once (options already in ``os.environ`` are left alone)."""
+    global _applied
+    with _lock:
+        if _applied is not None:
+            return _applied
+        from rasterio.env import set_gdal_config
+
+        applied: dict[str, str] = {}
+        for key, value in GDAL_DEFAULTS.items():
+            if key in os.environ:
+                continue
+            if key == "GDAL_CACHEMAX":
+                # rasterio passes an int to GDALSetCacheMax64 (bytes), effective even
+                # after GDAL has already allocated its cache.
+                set_gdal_config(key, int(value) * 2**20)
+            else:
+                set_gdal_config(key, value)
+            applied[key] = value
+        _applied = applied
+        return applied
+
+
+def gdal_settings() -> dict[str, str]:
+    """Each option of ``GDAL_DEFAULTS`` and the value in force, with where it comes from."""
+    applied = configure_gdal()
+    out = {}
+    for key in GDAL_DEFAULTS:
+        if key in os.environ:
+            out[key] = f"{os.environ[key]} (environment)"
+        else:
+            out[key] = f"{applied.get(key, GDAL_DEFAULTS[key])} (lrsvqa default)"
+    return out

@@ -1,0 +1,181 @@
+"""One differentiable pass of the micro model over an example, exactly as ``ask`` builds it.
+
+The sequence layout (placeholders, M-RoPE ids of kept tokens, text positions) comes from the
+adapter's own ``build_inputs``; only the embeddings are rebuilt here so that gradients reach
+the vision tower. The grounding term reads the focus layer's attention with the same
+primitive the Region Focus Module uses (``lrsvqa.models.attention.layer_attention``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lrsvqa.models.attention import layer_attention
+from lrsvqa.models.base import VisionSegment, VisionTokens
+
+if TYPE_CHECKING:
+    from lrsvqa.micro.data import Example
+    from lrsvqa.models.hf import HFAdapter
+
+
+@dataclass
+class Losses:
+    answer: torch.Tensor | None
+    grounding: torch.Tensor | None
+    answer_correct: bool | None = None
+    target_share: float | None = None  # attention share on the targets (after renormalising)
+    chance_share: float | None = None  # the share a uniform attention would give
+
+
+def encode_with_grad(adapter: HFAdapter, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """Vision tokens (64, hidden) per image, with gradients to the vision tower."""
+    batch = adapter.processor.image_processor(
+        images=[adapter.to_pil(im) for im in images], return_tensors="pt"
+    )
+    feats = adapter.model.model.get_image_features(
+        pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"], return_dict=True
+    ).pooler_output
+    return list(feats)
+
+
+def token_losses(
+    head: torch.nn.Module, feats: list[torch.Tensor], examples: list[Example]
+) -> torch.Tensor | None:
+    """Auxiliary loss on every vision token: which object class (or none) and which colour
+    lies under it. A training-only probe (``head``, not part of the model) that gives the
+    vision tower dense supervision; the shipped model is the stock architecture alone."""
+    rows: list[torch.Tensor] = []
+    classes: list[torch.Tensor] = []
+    colours: list[torch.Tensor] = []
+    i = 0
+    for e in examples:
+        n = len(e.images)
+        if e.labels is not None and e.colours is not None:
+            rows.extend(feats[i : i + n])
+            classes.extend(torch.as_tensor(c) for c in e.labels)
+            colours.extend(torch.as_tensor(c) for c in e.colours)
+        i += n
+    if not rows:
+        return None
+    x = torch.cat(rows)
+    cls_t = torch.cat(classes)
+    col_t = torch.cat(colours)
+    logits = head(x)
+    n_cls = 1 + int(head.n_classes)  # type: ignore[arg-type]
+    weight = torch.ones(n_cls)
+    weight[0] = 0.1  # most cells are background
+    loss = torch.nn.functional.cross_entropy(logits[:, :n_cls], cls_t, weight=weight)
+    on = col_t > 0
+    if on.any():
+        loss = loss + torch.nn.functional.cross_entropy(logits[on, n_cls:], col_t[on] - 1)
+    return loss
+
+
+def probe_head(hidden: int) -> torch.nn.Module:
+    from lrsvqa.testing.world import CLASSES, COLOURS
+
+    head = torch.nn.Linear(hidden, 1 + len(CLASSES) + len(COLOURS))
+    head.n_classes = len(CLASSES)  # type: ignore[assignment]
+    return head
+
+
+def segments_for(example: Example, feats: list[torch.Tensor]) -> list[VisionSegment]:
+    """[thumbnail] + tiles, as ``prune.assemble_segments`` lays them out for the LLM."""
+    grid = (8, 8)
+    segs = [VisionSegment(VisionTokens(feats[0].detach(), grid), None, (0, 0), 0, "thumbnail")]
+    for feat, offset, keep in zip(feats[1:], example.offsets, example.keeps, strict=True):
+        segs.append(
+            VisionSegment(
+                VisionTokens(feat.detach(), grid),
+                torch.as_tensor(keep, dtype=torch.long),
+                offset,
+                example.level + 1,
+                "tile",
+            )
+        )
+    return segs
+
+
+def example_losses(
+    adapter: HFAdapter,
+    example: Example,
+    feats: list[torch.Tensor],
+    focus_layer: int,
+) -> Losses:
+    segments = segments_for(example, feats)
+    inputs = adapter.build_inputs(segments, example.question)
+    model: Any = adapter.model
+    lm = adapter.language_model()
+    prompt_len = inputs.length
+    ids = inputs.input_ids[0]
+    answer_ids: list[int] = []
+    if example.answer is not None:
+        tok = adapter.tokenizer
+        answer_ids = tok(example.answer, add_special_tokens=False)["input_ids"] + [
+            tok.convert_tokens_to_ids("<|im_end|>")
+        ]
+    embed = model.get_input_embeddings()
+    full_ids = torch.cat([ids, torch.tensor(answer_ids, dtype=torch.long)]) if answer_ids else ids
+    embeds = embed(full_ids.unsqueeze(0))[0]
+    vis = inputs.vision_positions
+    rows = torch.stack(
+        [
+            feats[int(s)][int(i)]
+            for s, i in zip(inputs.vision_segment, inputs.vision_index, strict=True)
+        ]
+    )
+    mask = torch.zeros(embeds.shape[0], 1, dtype=embeds.dtype)
+    mask[vis] = 1.0
+    scattered = torch.zeros_like(embeds).index_copy(0, vis, rows)
+    embeds = embeds * (1 - mask) + scattered
+    positions = adapter.generation_position_ids(inputs)  # (4, 1, P)
+    if answer_ids:
+        n = len(answer_ids)
+        text_next = positions[0, 0, -1] + 1 + torch.arange(n)
+        rope_next = positions[1:, 0, :].max() + 1 + torch.arange(n)
+        extra = torch.stack([text_next] + [rope_next] * (positions.shape[0] - 1)).unsqueeze(1)
+        positions = torch.cat([positions, extra], dim=-1)
+
+    grab: dict[str, torch.Tensor] = {}
+
+    def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        cos, sin = kwargs["position_embeddings"]
+        sliced = dict(kwargs)
+        sliced["position_embeddings"] = (cos[..., :prompt_len, :], sin[..., :prompt_len, :])
+        sliced["attention_mask"] = None
+        grab["att"] = layer_attention(module, hidden[:, :prompt_len], sliced)[0]  # (H, P)
+
+    handle = lm.layers[focus_layer].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        out = lm(inputs_embeds=embeds.unsqueeze(0), position_ids=positions, use_cache=False)
+    finally:
+        handle.remove()
+    losses = Losses(answer=None, grounding=None)
+    if answer_ids:
+        hidden = out.last_hidden_state[0, prompt_len - 1 : -1]
+        logits = model.lm_head(hidden)
+        target = torch.tensor(answer_ids, dtype=torch.long)
+        losses.answer = torch.nn.functional.cross_entropy(logits.float(), target)
+        losses.answer_correct = bool((logits.argmax(-1) == target).all())
+    # grounding: share of the candidates' renormalised attention that falls on the targets
+    cand = inputs.vision_segment >= 1
+    cand_pos = vis[cand]
+    seg = inputs.vision_segment[cand]
+    idx = inputs.vision_index[cand]
+    on_target = torch.zeros(len(cand_pos), dtype=torch.bool)
+    for k, cells in enumerate(example.targets, start=1):
+        if len(cells):
+            on_target |= (seg == k) & torch.isin(idx, torch.as_tensor(cells))
+    if on_target.any() and not on_target.all():
+        att = grab["att"][:, cand_pos]
+        att = att / att.sum(-1, keepdim=True).clamp_min(1e-30)
+        share = att[:, on_target].sum(-1).mean()
+        losses.grounding = -torch.log(share.clamp_min(1e-6))
+        losses.target_share = float(share.detach())
+        losses.chance_share = float(on_target.float().mean())
+    return losses

@@ -1,0 +1,269 @@
+"""Train the micro model: ``python -m lrsvqa.micro.train --out runs/micro``.
+
+Seeded and reproducible (a fixed number of steps over a deterministic stream of synthetic
+worlds), resumable (rerun the same command: it continues from the last checkpoint), with a
+progress bar, ``log.jsonl`` (losses, attention share on the targets against chance) and a
+held-out evaluation at the end (``eval.json``). The result folder is a model folder that
+``lrsvqa`` loads like any other (``--model runs/micro/model``).
+
+Loss = ``answer_weight`` x answer cross-entropy + ``grounding_weight`` x grounding +
+``token_weight`` x token probe. Grounding is minus the log of the share of the focus layer's
+attention (last prompt token, mean over heads, restricted to the candidate tiles' tokens and
+renormalised, exactly as the Region Focus Module reads it) that falls on the tokens of the
+objects the question is about. The token probe is a training-only linear head that names the
+object class and colour under every vision token (dense supervision for the vision tower);
+it is not part of the shipped model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CHUNK = 8  # worlds mixed in one shuffle buffer
+
+
+class _Chunks:
+    """Deterministic stream of shuffled example chunks (one worker process builds them)."""
+
+    def __init__(self, start: int, base_seed: int):
+        self.start = start
+        self.base_seed = base_seed
+
+    def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
+        from lrsvqa.micro.data import shard
+
+        c = self.start
+        while True:
+            examples = []
+            for i in range(c * CHUNK, (c + 1) * CHUNK):
+                examples.extend(shard(i, base_seed=self.base_seed))
+            rng = np.random.default_rng(self.base_seed * 7919 + c)
+            order = rng.permutation(len(examples))
+            yield c, [examples[int(i)] for i in order]
+            c += 1
+
+
+def _iterable(start: int, base_seed: int) -> Any:
+    import torch
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
+            return iter(_Chunks(start, base_seed))
+
+    return torch.utils.data.DataLoader(
+        Stream(), batch_size=None, num_workers=1, prefetch_factor=2, persistent_workers=False
+    )
+
+
+def train(
+    out: str | os.PathLike[str],
+    *,
+    steps: int = 2000,
+    batch: int = 8,
+    lr: float = 2e-3,
+    answer_weight: float = 4.0,
+    grounding_weight: float = 1.0,
+    token_weight: float = 1.0,
+    seed: int = 0,
+    threads: int = 2,
+    checkpoint_every: int = 100,
+    eval_questions: int = 400,
+) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    from lrsvqa.micro.forward import encode_with_grad, example_losses, probe_head, token_losses
+    from lrsvqa.micro.model import FOCUS_LAYER, build
+    from lrsvqa.models import from_pretrained
+
+    torch.set_num_threads(threads)
+    folder = Path(out)
+    model_dir = folder / "model"
+    state_path = folder / "state.pt"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "answer_weight": answer_weight,
+        "grounding_weight": grounding_weight,
+        "token_weight": token_weight,
+        "seed": seed,
+    }
+    settings_path = folder / "settings.json"
+    if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
+        from lrsvqa.errors import ConfigError
+
+        raise ConfigError(
+            f"{folder} was trained with other settings ({settings_path}); use another --out"
+        )
+    settings_path.write_text(json.dumps(settings, indent=1) + "\n")
+    if not (model_dir / "model.safetensors").exists():
+        build(model_dir, seed=seed)
+    adapter = from_pretrained(str(model_dir), device="cpu", dtype="float32")
+    model = adapter.model
+    model.train()
+    torch.manual_seed(seed)
+    head = probe_head(adapter.capabilities.hidden_size)
+    params = [*model.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 30)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        t = (step - warmup) / max(1, steps - warmup)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    step, chunk, offset = 0, 0, 0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        step, chunk, offset = state["step"], state["chunk"], state["offset"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resuming at step %d (chunk %d, offset %d)", step, chunk, offset)
+    log_file = (folder / "log.jsonl").open("a")
+    bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
+    loader = _iterable(chunk, seed)
+    started = time.perf_counter()
+    try:
+        for c, examples in loader:
+            while offset + batch <= len(examples) and step < steps:
+                group = examples[offset : offset + batch]
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step)
+                images = [im for e in group for im in e.images]
+                feats = encode_with_grad(adapter, images)
+                total = torch.zeros(())
+                stats: dict[str, list[float]] = {
+                    "answer": [],
+                    "grounding": [],
+                    "share": [],
+                    "chance": [],
+                    "correct": [],
+                    "tokens": [],
+                }
+                aux = token_losses(head, feats, group) if token_weight > 0 else None
+                if aux is not None:
+                    total = total + token_weight * aux
+                    stats["tokens"].append(float(aux.detach()))
+                i = 0
+                for e in group:
+                    n = len(e.images)
+                    losses = example_losses(adapter, e, feats[i : i + n], FOCUS_LAYER)
+                    i += n
+                    if losses.answer is not None:
+                        total = total + answer_weight * losses.answer / batch
+                        stats["answer"].append(float(losses.answer.detach()))
+                        stats["correct"].append(float(bool(losses.answer_correct)))
+                    if losses.grounding is not None:
+                        total = total + grounding_weight * losses.grounding / batch
+                        stats["grounding"].append(float(losses.grounding.detach()))
+                        stats["share"].append(float(losses.target_share or 0.0))
+                        stats["chance"].append(float(losses.chance_share or 0.0))
+                opt.zero_grad(set_to_none=True)
+                if total.requires_grad:
+                    total.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    opt.step()
+                step += 1
+                offset += batch
+                row = {
+                    "step": step,
+                    "lr": lr_at(step - 1),
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+                row.update({k: round(float(np.mean(v)), 4) for k, v in stats.items() if v})
+                log_file.write(json.dumps(row) + "\n")
+                bar.update(1)
+                bar.set_postfix(
+                    ans=row.get("answer", float("nan")),
+                    grd=row.get("grounding", float("nan")),
+                    share=row.get("share", float("nan")),
+                )
+                if step % checkpoint_every == 0 or step == steps:
+                    log_file.flush()
+                    _checkpoint(state_path, model, head, opt, step, c, offset)
+            if step >= steps:
+                break
+            offset = 0
+            chunk = c + 1
+    finally:
+        bar.close()
+        log_file.close()
+    model.eval()
+    model.save_pretrained(model_dir, safe_serialization=True)
+    _checkpoint(state_path, model, head, opt, step, chunk, offset)
+    from lrsvqa.micro.evaluate import evaluate_single_tile
+
+    report = evaluate_single_tile(str(model_dir), n_questions=eval_questions)
+    (folder / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    return model_dir
+
+
+def _checkpoint(
+    path: Path, model: Any, head: Any, opt: Any, step: int, chunk: int, offset: int
+) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "head": head.state_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            "chunk": chunk,
+            "offset": offset,
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--answer-weight", type=float, default=4.0)
+    parser.add_argument("--grounding-weight", type=float, default=1.0)
+    parser.add_argument("--token-weight", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-questions", type=int, default=400)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    train(
+        args.out,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        answer_weight=args.answer_weight,
+        grounding_weight=args.grounding_weight,
+        token_weight=args.token_weight,
+        seed=args.seed,
+        threads=args.threads,
+        eval_questions=args.eval_questions,
+    )
+
+
+if __name__ == "__main__":
+    main()

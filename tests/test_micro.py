@@ -1,0 +1,103 @@
+"""The shipped micro model: it answers held-out questions, and the method works with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lrsvqa.micro.card import TEST_SET
+from lrsvqa.micro.evaluate import evaluate_single_tile
+from lrsvqa.models.loading import micro_folder, micro_models
+
+MICRO = "micro/qwen2_vl"
+
+
+@pytest.fixture(scope="module")
+def micro():
+    from lrsvqa.models import from_pretrained
+
+    return from_pretrained(MICRO, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def card() -> dict:
+    return json.loads((micro_folder(MICRO) / "card.json").read_text())
+
+
+def test_micro_model_is_shipped_small_and_listed(micro) -> None:
+    folder = micro_folder(MICRO)
+    assert MICRO in micro_models()
+    assert (folder / "model.safetensors").stat().st_size <= 25 * 2**20
+    assert (folder / "MODEL_CARD.md").is_file()
+    caps = micro.capabilities
+    assert (caps.tile_size, caps.focus_layers, caps.family) == (224, (1,), "qwen2_vl")
+    assert type(micro.model).__name__ == "Qwen2VLForConditionalGeneration"  # stock class
+
+
+def test_answers_the_fixed_held_out_set_at_the_cards_rates(micro, card) -> None:
+    got = evaluate_single_tile(micro, **TEST_SET)
+    stated = card["test_set"]
+    assert abs(got["overall"] - stated["overall"]) <= 3, (got["overall"], stated["overall"])
+    for cat, row in stated["categories"].items():
+        assert abs(got["categories"][cat]["accuracy"] - row["accuracy"]) <= 5, cat
+    # and it has learned something: well above the majority answer where the card says so
+    presence = got["categories"]["presence"]
+    assert presence["accuracy"] >= presence["majority_baseline"] + 30
+
+
+def _one_small_ship(path: Path, size: int = 8192) -> tuple[Path, object]:
+    from lrsvqa.testing.world import make_world, write_world
+
+    world = make_world(size, seed=4242, counts={"ship": 1}, small=1.0)
+    return write_world(path, world), world
+
+
+@pytest.fixture(scope="module")
+def small_ship_scene(tmp_path_factory):
+    return _one_small_ship(tmp_path_factory.mktemp("micro") / "one_small_ship.tif")
+
+
+def test_rfm_finds_a_ship_the_thumbnail_cannot_see(micro, small_ship_scene) -> None:
+    from lrsvqa.focus import FocusConfig
+    from lrsvqa.pipeline import Pipeline
+    from lrsvqa.testing.world_questions import SUFFIX
+
+    path, world = small_ship_scene
+    ship = world.objects[0]
+    question = "How many ships are there in this image?" + SUFFIX
+    with Pipeline(micro, focus=FocusConfig(selector="thumbnail")) as thumb:
+        seen_in_thumbnail = thumb.ask(path, question)
+    with Pipeline(micro) as rfm:
+        answer = rfm.ask(path, question)
+    x0, y0, x1, y1 = ship.box
+    finest = answer.evidence.finest_tiles()
+    assert finest and finest[0].factor == 1  # native resolution
+    assert any(
+        t.window.col_off <= x0
+        and x1 <= t.window.col_off + t.window.width
+        and t.window.row_off <= y0
+        and y1 <= t.window.row_off + t.window.height
+        for t in finest
+    ), "the ship is in none of the tiles whose tokens reached the LLM"
+    assert answer.text == "1"
+    assert seen_in_thumbnail.text != "1"
+
+
+@pytest.mark.parametrize(("ships", "size"), [(1, 4096), (4, 4096)])
+def test_demo_answers_follow_the_scene(tmp_path, ships: int, size: int) -> None:
+    from click.testing import CliRunner
+
+    from lrsvqa.cli.main import cli
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(
+        cli, ["demo", str(out), "--ships", str(ships), "--size", str(size), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["config"]["model_id"] == MICRO
+    truth = json.loads((out / "scene.tif.world.json").read_text())
+    assert len(truth["objects"]) == ships
+    assert payload["text"] == str(ships)
