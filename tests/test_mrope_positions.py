@@ -82,6 +82,24 @@ def test_mode_is_recorded_and_runs(tmp_path: Path) -> None:
         prune=PruneConfig(mrope_positions="compact"),
         max_new_tokens=2,
     )
+    seen: list[list[Any]] = []  # the segments of every focus pass
+    score = pipeline.scorer.score
+
+    def recording(adapter: Any, segments: Any, question: str) -> Any:
+        seen.append(list(segments))
+        return score(adapter, segments, question)
+
+    pipeline.scorer.score = recording  # type: ignore[method-assign]
     answer = pipeline.ask(scene, QUESTION)
     assert answer.config["prune"]["mrope_positions"] == "compact"
+    # the focus passes place their candidate tiles packed as well, not at scene cells
+    assert seen and any(len(segs) > 2 for segs in seen)
+    for segs in seen:
+        tiles = [s for s in segs[1:] if s.kind == "tile"]
+        offsets = [s.offset for s in tiles]
+        rows = sorted({o[0] for o in offsets})
+        cols = sorted({o[1] for o in offsets})
+        g = tiles[0].tokens.grid
+        assert rows == [i * g[0] for i in range(len(rows))]
+        assert cols == [i * g[1] for i in range(len(cols))]
     assert answer.cost.llm_vision_tokens > 0
