@@ -124,12 +124,14 @@ def timing_section(
         cost = ans.cost  # type: ignore[attr-defined]
         print(
             f"    {name:4}: {secs:7.2f} s  {cost.llm_vision_tokens:6,} vision tokens to the LLM, "
-            f"{sum(cost.tiles_encoded.values()):3} tiles encoded, {cost.tflops:7.3f} TFLOPs  "
+            f"{sum(cost.tiles_encoded.values()):3} tiles encoded, {cost.tflops:7.3f} TFLOPs (ours), "
+            f"{cost.paper_tflops:7.3f} (papers')  "
             f"{ {k: round(v, 2) for k, v in cost.seconds.items()} }"
         )
     print(
         f"    pruned / all wall time = {pruned_s / all_s:.2f} (goal <= 0.35); "
-        f"FLOPs ratio = {pruned.cost.flops / full.cost.flops:.2f}"
+        f"FLOPs ratio = {pruned.cost.flops / full.cost.flops:.2f} (ours), "
+        f"{pruned.cost.paper_flops / full.cost.paper_flops:.2f} (papers')"
     )  # type: ignore[attr-defined]
 
     adapter.clear_focus_cache()

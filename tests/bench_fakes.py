@@ -140,6 +140,38 @@ class FakeAnswerer:
         return FakeAnswer(text, evidence, cost)
 
 
+class FakeMMEAnswerer(FakeAnswerer):
+    """MME-RealWorld: the right letter for two questions in three, phrased in the ways
+    models answer (``fake_mme_output``), else a wrong letter."""
+
+    def __init__(self, options: Any) -> None:
+        from lrsvqa.bench import load_mme_rs
+
+        self.model_id = options.model
+        self.revision = "fake-rev"
+        self.delay = 0.05 if options.model.endswith("/slow") else 0.0
+        self.options = options
+        self.mme = {
+            (str(q.image_path), q.prompt()): q
+            for q in load_mme_rs(options.data, options.image_root)
+        }
+
+    def ask(self, scene: str, question: str) -> FakeAnswer:
+        if self.delay:
+            time.sleep(self.delay)
+        q = self.mme[(scene, question)]
+        cost = {"llm_vision_tokens": 300, "tflops": 1.5, "paper_tflops": 0.6}
+        return FakeAnswer(fake_mme_output(q.question_id, q.ground_truth), {}, cost)
+
+
+def fake_mme_output(question_id: str, truth: str) -> str:
+    """The fake's MME answer: right (in one of three phrasings) or the next letter."""
+    if not answers_right(question_id):
+        return "ABCDEA"["ABCDE".index(truth) + 1]
+    style = zlib.crc32(question_id.encode()) % 3
+    return (truth, f"The answer is {truth}.", f"({truth})")[style]
+
+
 def _sigkill() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -148,6 +180,8 @@ def fake_answerer(options: Any) -> FakeAnswerer:
     """Drop-in for ``lrsvqa.cli.bench_cmd.make_answerer``."""
     if not options.model.startswith("fake/"):
         raise ValueError(f"the fake answers only fake/<name> model ids, got {options.model!r}")
+    if getattr(options, "benchmark", "lrsvqa") == "mme-rs":
+        return FakeMMEAnswerer(options)
     return FakeAnswerer(options)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from lrsvqa.bench import load_lrsvqa, read_answers, score, score_files
 from lrsvqa.bench import scorer as scorer_mod
+from lrsvqa.bench import synonyms as synonyms_mod
 from lrsvqa.bench import wordnet as wordnet_mod
 from lrsvqa.bench.scorer import AnswerRow, SynonymMatcher, normalise
 from lrsvqa.cli.main import main
@@ -93,6 +94,8 @@ def _no_wordnet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wordnet_mod, "find_nltk_corpus", lambda: None)
     monkeypatch.setattr(wordnet_mod, "_reader", None)
     monkeypatch.setattr(scorer_mod, "_default_matcher", None)
+    monkeypatch.setattr(synonyms_mod, "nltk_data_dirs", lambda: [])
+    monkeypatch.setattr(synonyms_mod, "_loaded", None)
 
 
 def test_wordnet_dir_env_without_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -177,6 +177,8 @@ VOLATILE_COST = {
     "tflops",
     "focus_tokens_run",
     "focus_flops",
+    "paper_focus_flops",  # the papers' count of the same focus passes (issue 13)
+    "paper_tflops",
 }
 
 

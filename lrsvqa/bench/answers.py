@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lrsvqa.bench.loader import MAX_REPORTED_PROBLEMS
-from lrsvqa.bench.records import CATEGORIES, Question
+from lrsvqa.bench.records import CATEGORIES, MMEQuestion, Question
 from lrsvqa.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,32 @@ def answer_record(question: Question, answer: Mapping[str, Any]) -> dict[str, An
         "image_size": list(question.image_size),
         "hbox": None if question.hbox is None else list(question.hbox),
         "question": question.text,
+        "finest_level": finest,
+        "boxes": boxes,
+        "evidence": evidence,
+        "cost": answer.get("cost"),
+    }
+
+
+def mme_answer_record(question: MMEQuestion, answer: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer line for an MME-RealWorld question (``text``: the raw model output)."""
+    from lrsvqa.bench.mme_score import extract_choice
+
+    evidence = answer.get("evidence")
+    finest, boxes = finest_boxes(evidence)
+    text = answer.get("text", "")
+    return {
+        "benchmark": "mme-rs",
+        "question_id": question.question_id,
+        "text": text,
+        "prediction": extract_choice(text, question.choices),
+        "ground_truth": question.ground_truth,
+        "choices": list(question.choices),
+        "category": question.category,
+        "subtask": question.subtask,
+        "task": question.task,
+        "image": question.image,
+        "question": question.prompt(),
         "finest_level": finest,
         "boxes": boxes,
         "evidence": evidence,
@@ -220,7 +246,8 @@ def _check_record(row: Any) -> str | None:
     if not isinstance(row.get("text"), str):
         return f"{qid}: 'text' (the model's answer) must be a string"
     category = row.get("category")
-    if category is not None and category != "" and category not in CATEGORIES:
+    lrsvqa = row.get("benchmark", "lrsvqa") == "lrsvqa"  # MME categories are its own
+    if lrsvqa and category is not None and category != "" and category not in CATEGORIES:
         return f"{qid}: unknown category {category!r}; valid: {', '.join(map(repr, CATEGORIES))}"
     for key in ("ground_truth", "size_bin", "source"):
         if row.get(key) is not None and not isinstance(row[key], str):

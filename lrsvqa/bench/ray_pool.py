@@ -229,6 +229,8 @@ def ray_question_answers(
     (so they share its scene cache); yields ``(question, answer dict, error)``."""
     from functools import partial
 
+    from lrsvqa.bench.records import question_text  # LRS-VQA's text or MME's prompt
+
     by_image: dict[str, list[Any]] = {}
     for q in todo:
         by_image.setdefault(str(q.image_path), []).append(q)
@@ -240,8 +242,9 @@ def ray_question_answers(
         tasks=len(by_image),
         on_config=lambda config: use_config(dict(config)),
     ) as (ray, pool):
+        prompts = {scene: [question_text(q) for q in qs] for scene, qs in by_image.items()}
         tasks = [
-            (qs, lambda a, s=scene, t=[q.text for q in qs]: a.ask_each.remote(s, t))
+            (qs, lambda a, s=scene, t=prompts[scene]: a.ask_each.remote(s, t))
             for scene, qs in by_image.items()
         ]
         for questions, results, error in stream(ray, pool, tasks):

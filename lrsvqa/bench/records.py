@@ -117,6 +117,11 @@ class MMEQuestion:
         }
 
 
+def question_text(q: Question | MMEQuestion) -> str:
+    """What the model is asked: LRS-VQA's text, or MME's official multiple-choice prompt."""
+    return q.prompt() if isinstance(q, MMEQuestion) else q.text
+
+
 @dataclass(frozen=True)
 class CategoryScore:
     """Correct and scored counts of one category within one group."""

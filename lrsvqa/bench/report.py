@@ -33,9 +33,17 @@ COST_SHOWN = (
     "llm_prompt_tokens",
     "new_tokens",
     "tflops",
+    "paper_tflops",
     "seconds.",
     "peak_rss_mb",
 )
+
+
+#: How the two FLOPs conventions are labelled in report.md (pipeline/cost.py defines them).
+COST_LABELS = {
+    "tflops": "tflops — ours (2 per multiply-add, GQA; vision tower + focus + LLM)",
+    "paper_tflops": "paper_tflops — papers' (multiply-adds once; focus + LLM, no vision tower)",
+}
 
 
 def run_answer_files(path: Path) -> list[Path]:
@@ -228,7 +236,7 @@ class RunReport:
         rows = ["| metric | answers | total | mean | max |", "|---|---:|---:|---:|---:|"]
         for key, s in shown.items():
             rows.append(
-                f"| {key} | {int(s['n'])} | {_g(s['total'])} | {_g(s['mean'])} | {_g(s['max'])} |"
+                f"| {COST_LABELS.get(key, key)} | {int(s['n'])} | {_g(s['total'])} | {_g(s['mean'])} | {_g(s['max'])} |"
             )
         return rows
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from lrsvqa.bench.answers import (
     AnswerLog,
     answer_record,
+    mme_answer_record,
     read_answer_lines,
     write_json_atomic,
 )
@@ -31,10 +32,11 @@ from lrsvqa.bench.manifest import (
     now,
     read_manifest,
 )
+from lrsvqa.bench.mme import load_mme_rs
 from lrsvqa.bench.prefetch import ScenePrefetcher
-from lrsvqa.bench.records import Question
+from lrsvqa.bench.records import MMEQuestion, Question, question_text
 from lrsvqa.bench.shard import Shard, run_order, shard_questions
-from lrsvqa.errors import DataError, LrsvqaError
+from lrsvqa.errors import ConfigError, DataError, LrsvqaError
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +97,16 @@ class RunOptions:
     ray: str | None = None  # None: this process; "local": a new local Ray; else its address
     ray_actors: int | None = None
     ray_num_cpus: int | None = None
+    benchmark: str = "lrsvqa"  # or "mme-rs" (MME-RealWorld, remote-sensing subset)
+    mrope_positions: str = "scene"  # or "compact" (PruneConfig.mrope_positions)
 
     def identity(self) -> dict[str, Any]:
         """The options that change answers (``None``: the pipeline's default)."""
-        extra = {"focus_extra": self.focus_extra} if self.focus_extra else {}
+        extra: dict[str, Any] = {"focus_extra": self.focus_extra} if self.focus_extra else {}
+        if self.benchmark != "lrsvqa":
+            extra["benchmark"] = self.benchmark
+        if self.mrope_positions != "scene":  # runs from before the option resume unchanged
+            extra["mrope_positions"] = self.mrope_positions
         return {
             **extra,
             "model": self.model,
@@ -199,14 +207,7 @@ def run_benchmark(
     """
     started, t0 = now(), time.monotonic()
     shard, out = options.shard, options.out
-    questions = load_lrsvqa(
-        options.data,
-        options.image_root,
-        sources=options.sources,
-        categories=options.categories,
-        size_bins=options.size_bins,
-        limit=options.limit,
-    )
+    questions = load_questions(options)
     ordered = run_order(questions)
     mine = shard_questions(ordered, shard)
     missing = [str(p) for p in missing_images(mine)]
@@ -291,6 +292,38 @@ def run_benchmark(
     return summary
 
 
+BENCHMARKS = ("lrsvqa", "mme-rs")
+
+
+def load_questions(options: RunOptions) -> list[Any]:
+    """The run's questions: LRS-VQA ``Question``s, or MME-RealWorld-RS ``MMEQuestion``s."""
+    if options.benchmark == "lrsvqa":
+        return load_lrsvqa(
+            options.data,
+            options.image_root,
+            sources=options.sources,
+            categories=options.categories,
+            size_bins=options.size_bins,
+            limit=options.limit,
+        )
+    if options.benchmark != "mme-rs":
+        raise ConfigError(
+            f"unknown benchmark {options.benchmark!r}; valid: {', '.join(BENCHMARKS)}"
+        )
+    if options.sources or options.size_bins:
+        raise ConfigError("--source and --size-bin are LRS-VQA filters; mme-rs has neither")
+    questions = load_mme_rs(options.data, options.image_root)
+    if options.categories:
+        wanted = {c.lower() for c in options.categories}
+        questions = [q for q in questions if q.category.lower() in wanted]
+    return questions[: options.limit] if options.limit is not None else questions
+
+
+def question_record(q: Question | MMEQuestion, answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer line of either benchmark."""
+    return mme_answer_record(q, answer) if isinstance(q, MMEQuestion) else answer_record(q, answer)
+
+
 def _resume_lines(path: Path) -> list[Any]:
     lines = read_answer_lines(path, tolerate_torn_tail=False, allow_duplicates=True)
     ids = [line.question_id for line in lines]
@@ -322,7 +355,7 @@ def _local_answers(
         for q in todo:
             prefetcher.before(str(q.image_path))  # next scene read while this one runs
             try:
-                yield q, answerer.ask(str(q.image_path), q.text).to_dict(), None
+                yield q, answerer.ask(str(q.image_path), question_text(q)).to_dict(), None
             except LrsvqaError as exc:
                 yield q, None, (type(exc).__name__, str(exc))
 
@@ -370,7 +403,7 @@ def _answer_all(
                     summary.failed += 1
                     summary.failed_ids.append(q.question_id)
                 else:
-                    answers.append(answer_record(q, answer))
+                    answers.append(question_record(q, answer))
                     summary.answered += 1
                     summary.done += 1
                 bar.update(1)

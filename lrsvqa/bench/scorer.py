@@ -34,6 +34,7 @@ from lrsvqa.bench.records import (
     ScoreReport,
     source_of,
 )
+from lrsvqa.bench.synonyms import SynonymTable, load_table
 from lrsvqa.bench.wordnet import describe, load_wordnet
 from lrsvqa.errors import ConfigError, DataError
 
@@ -153,6 +154,7 @@ class SynonymMatcher:
     and ``d == 0`` only for a synset compared with itself (NLTK compares synsets
     by name); any other pair gives at most 0.5. So "some pair > 0.8" holds
     exactly when the two words share a synset, which is what is tested here.
+    ``wordnet`` is NLTK's reader or a ``SynonymTable`` (same answers, no NLTK).
     """
 
     def __init__(self, wordnet: Any) -> None:
@@ -160,7 +162,9 @@ class SynonymMatcher:
         self.synset_names = functools.lru_cache(maxsize=None)(self._synset_names)
         self.are_synonyms = functools.lru_cache(maxsize=None)(self._are_synonyms)
 
-    def _synset_names(self, word: str) -> frozenset[str]:
+    def _synset_names(self, word: str) -> frozenset[Any]:
+        if isinstance(self.wordnet, SynonymTable):
+            return self.wordnet.synset_keys(word)
         return frozenset(s.name() for s in self.wordnet.synsets(word))
 
     def _are_synonyms(self, word1: str, word2: str) -> bool:
@@ -171,10 +175,12 @@ _default_matcher: SynonymMatcher | None = None
 
 
 def default_matcher() -> SynonymMatcher:
-    """A matcher on ``load_wordnet()``, shared by all calls in this process."""
+    """A matcher shared by all calls in this process: on the cached synonym table
+    (``bench.synonyms``), or on NLTK's reader if the table cannot stand in for it."""
     global _default_matcher
     if _default_matcher is None:
-        _default_matcher = SynonymMatcher(load_wordnet())
+        table = load_table()
+        _default_matcher = SynonymMatcher(table if table is not None else load_wordnet())
     return _default_matcher
 
 
@@ -296,7 +302,7 @@ def score(
     the table keys among ``source``, ``size_bin`` (``category`` is accepted and
     means nothing more: categories are always the rows); no key pools all rows.
     ``mode`` is ``"official"`` (reference rules) or ``"normalised"``.
-    ``matcher`` defaults to a shared one on ``load_wordnet()``.
+    ``matcher`` defaults to a shared one (``default_matcher``).
     """
     if mode not in MODES:
         raise ConfigError(f"unknown scoring mode {mode!r}; valid: {', '.join(MODES)}")
@@ -359,7 +365,11 @@ def score(
         groups=tuple(groups),
         n_answers=len(rows),
         n_skipped=n_skipped,
-        wordnet=describe(matcher.wordnet),
+        wordnet=(
+            matcher.wordnet.describe()
+            if isinstance(matcher.wordnet, SynonymTable)
+            else describe(matcher.wordnet)
+        ),
         files=tuple(files),
     )
     log.info("scored %d answers (%d skipped), mode %s", len(rows), n_skipped, mode)

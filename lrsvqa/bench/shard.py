@@ -179,7 +179,8 @@ def _size_cpu_threads(env: Mapping[str, str]) -> None:
 
 
 def _pixels(q: Question) -> int:
-    return q.image_size[0] * q.image_size[1]
+    size = getattr(q, "image_size", None)  # MME questions carry no size: ordered by path
+    return size[0] * size[1] if size else 0
 
 
 def run_order(questions: Iterable[Question]) -> list[Question]:

@@ -20,6 +20,7 @@ from lrsvqa.cli.options import (
     llm_prune_config,
     llm_prune_options,
     max_new_tokens_option,
+    mrope_option,
     parse_bands,
     take,
 )
@@ -28,7 +29,9 @@ from lrsvqa.cli.options import model_options as _model_options
 
 def model_options(func: Any) -> Any:
     """Options shared by ``ask`` and ``demo``: the model and every focus/pruning knob."""
-    return _model_options(max_new_tokens_option(focus_options(llm_prune_options(func))))
+    return _model_options(
+        max_new_tokens_option(focus_options(llm_prune_options(mrope_option(func))))
+    )
 
 
 def build_pipeline(
@@ -39,6 +42,7 @@ def build_pipeline(
     dtype: str = "auto",
     max_new_tokens: int = 32,
     progress: bool = False,
+    mrope_positions: str = "scene",
     **knobs: Any,
 ) -> Any:
     """A Pipeline from the command-line options (the names of ``model_options``; focus and
@@ -59,7 +63,7 @@ def build_pipeline(
         device=device,
         dtype=dtype,
         focus=focus,
-        prune=PruneConfig(llm=llm_prune_config(**prune_kw)),
+        prune=PruneConfig(llm=llm_prune_config(**prune_kw), mrope_positions=mrope_positions),
         max_new_tokens=max_new_tokens,
         progress=progress,
     )

@@ -22,6 +22,7 @@ from lrsvqa.cli.options import (
     json_option,
     llm_prune_config,
     llm_prune_options,
+    mrope_option,
     take,
 )
 
@@ -58,7 +59,9 @@ def make_answerer(options: RunOptions) -> Answerer:
         options.model,
         revision=options.revision,
         focus=FocusConfig(**focus),
-        prune=PruneConfig(llm=LLMPruneConfig(**options.llm_prune)),
+        prune=PruneConfig(
+            llm=LLMPruneConfig(**options.llm_prune), mrope_positions=options.mrope_positions
+        ),
         device=options.device,
         max_new_tokens=options.max_new_tokens,
     )
@@ -71,7 +74,16 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
 
 @click.group("bench", invoke_without_command=True)
 @click.option(
-    "--data", type=click.Path(path_type=Path), help="Annotation file LRS_VQA_merged.jsonl."
+    "--benchmark",
+    type=click.Choice(["lrsvqa", "mme-rs"]),
+    default="lrsvqa",
+    show_default=True,
+    help="LRS-VQA, or MME-RealWorld's remote-sensing subset (multiple choice).",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Annotation file: LRS_VQA_merged.jsonl, or MME-RealWorld's JSON for mme-rs.",
 )
 @click.option(
     "--image-root",
@@ -124,10 +136,12 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
 @click.option("--ray-num-cpus", type=int, default=None, help="CPUs of a new local Ray instance.")
 @focus_options
 @llm_prune_options
+@mrope_option
 @json_option
 @click.pass_context
 def bench(
     ctx: click.Context,
+    benchmark: str,
     data: Path | None,
     image_root: Path | None,
     model: str | None,
@@ -145,9 +159,10 @@ def bench(
     ray_actors: int | None,
     ray_num_cpus: int | None,
     as_json: bool,
+    mrope_positions: str,
     **knobs: Any,
 ) -> int:
-    """Answer LRS-VQA questions with a model, one fsynced JSON line per answer.
+    """Answer LRS-VQA (or MME-RealWorld-RS) questions, one fsynced JSON line per answer.
 
     Killed or failed runs resume where they stopped when the same command is
     run again. Shard across GPUs with --shard I/N or torchrun; then run
@@ -218,6 +233,8 @@ def bench(
         ray=ray_address,
         ray_actors=ray_actors,
         ray_num_cpus=ray_num_cpus,
+        benchmark=benchmark,
+        mrope_positions=mrope_positions,
     )
     summary = run_benchmark(options, make_answerer)
     if as_json:

@@ -42,6 +42,18 @@ def _field(cls: type, name: str) -> Field[Any]:
     raise KeyError(f"{cls.__name__} has no field {name!r}")  # pragma: no cover
 
 
+def mrope_option(func: Any) -> Any:
+    """--mrope-positions: how tile tokens get their M-RoPE (h, w) ids (Qwen2/2.5-VL)."""
+    return click.option(
+        "--mrope-positions",
+        type=click.Choice(["scene", "compact"]),
+        default="scene",
+        show_default=True,
+        help="M-RoPE ids of tile tokens: their cell in the level's whole-scene grid, or the "
+        "tiles present packed side by side (ids within the trained range).",
+    )(func)
+
+
 def field_default(cls: type, name: str) -> Any:
     """The default of dataclass ``cls``'s field ``name``."""
     f = _field(cls, name)
@@ -146,6 +158,7 @@ FOCUS_PARAMS = (
 )  # fmt: skip
 LLM_PRUNE_PARAMS = (
     "llm_prune", "pdrop_layers", "pdrop_ratio", "fastv_k", "fastv_ratio", "fastv_query",
+    "pdrop_positions",
 )  # fmt: skip
 
 
@@ -167,6 +180,7 @@ def llm_prune_options(func: Any) -> Any:
             config_option(P, "fastv_k"),
             config_option(P, "fastv_ratio"),
             config_option(P, "fastv_query"),
+            config_option(P, "pdrop_positions"),
         ],
     )
 
@@ -249,6 +263,7 @@ def llm_prune_config(
     fastv_k: int = 2,
     fastv_ratio: float = 0.5,
     fastv_query: str = "all",
+    pdrop_positions: str = "keep",
 ) -> Any:
     """The LLMPruneConfig of the ``llm_prune_options``."""
     from lrsvqa.prune import LLMPruneConfig
@@ -268,4 +283,5 @@ def llm_prune_config(
         fastv_k=fastv_k,
         fastv_ratio=fastv_ratio,
         fastv_query=fastv_query,
+        pdrop_positions=pdrop_positions,
     )

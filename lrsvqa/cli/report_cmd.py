@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,13 +29,19 @@ def report(run: Path, data: Path | None, out: Path | None, as_json: bool) -> Non
     """Report on RUN (a run folder or an answer file): accuracy per source and
     category (official scorer), per size bin, beside published results;
     evidence grounding; cost. Writes report.md, report.json and PNG charts."""
+    from lrsvqa.bench.mme_report import build_mme_report, is_mme_run, write_mme_report
     from lrsvqa.bench.report import build_report, write_report
     from lrsvqa.errors import DataError
 
     if data is not None and not data.is_file():
         raise DataError(f"{data}: no such annotation file (--data)")
-    result = build_report(run, data)
-    written = write_report(result, out)
+    result: Any
+    if is_mme_run(run):  # MME-RealWorld-RS answers carry their own truth and choices
+        result = build_mme_report(run)
+        written = write_mme_report(result, out)
+    else:
+        result = build_report(run, data)
+        written = write_report(result, out)
     if as_json:
         echo_json({**result.to_dict(), "written": [str(p) for p in written]})
     else:

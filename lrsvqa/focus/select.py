@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lrsvqa.focus.config import FocusConfig
+from lrsvqa.focus.padding import inside_mask
 from lrsvqa.io.window import Window
 from lrsvqa.pyramid import DynamicImagePyramid, Tile
 
@@ -320,12 +321,7 @@ def _final_keep(
 
 def _inside(pyramid: DynamicImagePyramid, tile: Tile, grid: tuple[int, int]) -> np.ndarray:
     """(rows, cols) mask of the tokens whose footprint lies (partly) inside the image."""
-    rows, cols = grid
-    w, h = pyramid.scene.width, pyramid.scene.height
-    window = tile.window
-    xs = window.col_off + (np.arange(cols) * window.width) // cols
-    ys = window.row_off + (np.arange(rows) * window.height) // rows
-    return (ys[:, None] < h) & (xs[None, :] < w)
+    return inside_mask(pyramid, tile, grid)
 
 
 def _only_inside(scores: list[np.ndarray], inside: list[np.ndarray]) -> list[np.ndarray]:

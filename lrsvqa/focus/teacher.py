@@ -83,6 +83,7 @@ def iter_prepared(
     adapter: Adapter, items: Sequence[RfmItem], teacher_layers: Sequence[int]
 ) -> Iterator[Prepared]:
     """Encode each scene's thumbnail + level-0 tiles once and yield its items' teacher targets."""
+    from lrsvqa.focus.padding import unpadded_keep
     from lrsvqa.focus.segments import thumbnail_segment, tile_segment
     from lrsvqa.pyramid import DynamicImagePyramid, PyramidConfig
 
@@ -95,8 +96,11 @@ def iter_prepared(
                 thumb = adapter.encode([pyramid.thumbnail(caps.thumbnail_size, square=True)])[0]
                 tiles = pyramid.tiles(0)
                 tokens = adapter.encode(pyramid.read_tiles(tiles))
-            segs = [thumbnail_segment(thumb)]
-            segs += [tile_segment(tok, tile) for tok, tile in zip(tokens, tiles, strict=True)]
+                segs = [thumbnail_segment(thumb)]
+                segs += [  # padding never enters the teacher's softmax either
+                    tile_segment(tok, tile, unpadded_keep(pyramid, tile, tok.grid))
+                    for tok, tile in zip(tokens, tiles, strict=True)
+                ]
             current = (item.scene, segs)
         inputs = adapter.build_inputs(current[1], item.question)
         candidates = candidate_positions(inputs)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from lrsvqa.errors import ConfigError
 from lrsvqa.focus import AttentionScorer, FocusConfig, TokenScorer, levels_to_visit, select
+from lrsvqa.focus.padding import unpadded_keep
 from lrsvqa.io.scene import Scene
 from lrsvqa.pipeline.answer import Answer
 from lrsvqa.pipeline.evidence import evidence_of
@@ -21,7 +22,7 @@ from lrsvqa.prune import (
     assemble_segments,
     generate_pruned,
     thumbnail_segment,
-    tile_segment,
+    tile_segments,
 )
 from lrsvqa.prune.budget import check_context, check_thumbnail, fit_budget
 from lrsvqa.pyramid import PyramidConfig, Tile
@@ -191,7 +192,7 @@ class Pipeline:
                 self.focus,
                 thumbnail=thumbnail,
                 encode=partial(self._encode, session, trace),
-                score=partial(self._score, question, trace)
+                score=partial(self._score, session, question, trace)
                 if self.focus.selector == "rfm"
                 else None,
                 tokens_per_tile=self.adapter.capabilities.n_tokens_per_tile,
@@ -200,7 +201,9 @@ class Pipeline:
             with trace.watch.timing("generate"):
                 segments, cut = fit_budget(
                     self.adapter,
-                    assemble_segments(focus, thumbnail, self.prune),
+                    assemble_segments(
+                        focus, thumbnail, self.prune, mrope=self.adapter.capabilities.mrope
+                    ),
                     self.focus.token_budget,
                     focus,
                 )
@@ -214,7 +217,7 @@ class Pipeline:
                     self.adapter, inputs, self.prune.llm, max_new_tokens=self.max_new_tokens
                 )
             cost = trace.cost_report(
-                self.adapter.capabilities, self._focus_depth(), inputs, per_layer, generation
+                self.adapter.capabilities, self._read_layers(), inputs, per_layer, generation
             )
             trace.emit("done")
         finally:
@@ -247,6 +250,7 @@ class Pipeline:
 
     def _score(
         self,
+        session: SceneSession,
         question: str,
         trace: Trace,
         thumbnail: VisionTokens,
@@ -254,15 +258,21 @@ class Pipeline:
         tokens: list[VisionTokens],
     ) -> list[np.ndarray]:
         """The focus stage's scorer: one pass over thumbnail + candidates, recorded in ``trace``."""
-        segments = [thumbnail_segment(thumbnail)] + [
-            tile_segment(tok, tile) for tile, tok in zip(tiles, tokens, strict=True)
-        ]
+        compact = self.adapter.capabilities.mrope and self.prune.mrope_positions == "compact"
         with trace.watch.timing("focus"):
+            keeps = [  # padding never enters the pass
+                unpadded_keep(session.pyramid, tile, tok.grid)
+                for tile, tok in zip(tiles, tokens, strict=True)
+            ]
+            segments = [
+                thumbnail_segment(thumbnail),
+                *tile_segments(tiles, tokens, keeps, compact=compact),
+            ]
             return trace.scored(self.scorer.score(self.adapter, segments, question)).grids
 
-    def _focus_depth(self) -> int:
-        """Decoder layers one focus pass runs."""
-        return max(self.scorer.resolve_layers(self.adapter)) + 1
+    def _read_layers(self) -> tuple[int, ...]:
+        """Decoder layers a focus pass reads (it runs the ones below the deepest in full)."""
+        return tuple(self.scorer.resolve_layers(self.adapter))
 
     def _check_budget(self, thumbnail_positions: int) -> None:
         """A budget below the thumbnail's positions would be overrun silently: refuse it."""

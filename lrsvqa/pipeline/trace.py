@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lrsvqa.pipeline.cost import CostReport, layer_prefill_flops, peak_rss_mb, prefill_flops
+from lrsvqa.pipeline.cost import (
+    CostReport,
+    focus_pass_flops,
+    paper_prefill_flops,
+    peak_rss_mb,
+    prefill_flops,
+)
 from lrsvqa.pipeline.progress import Progress, ProgressCallback
 from lrsvqa.pipeline.session import EncodedTiles, Stopwatch
 
@@ -60,12 +66,15 @@ class Trace:
     def cost_report(
         self,
         caps: Capabilities,
-        focus_layers: int,
+        read_layers: Sequence[int],
         inputs: PreparedInputs,
         tokens_per_layer: Sequence[int],
         generation: Generation,
     ) -> CostReport:
-        """The cost report of the whole ask, from the records of its stages."""
+        """The cost report of the whole ask, from the records of its stages.
+
+        ``read_layers``: the decoder layers each focus pass read; a pass runs the layers
+        below the deepest in full, then only the readout (``cost.focus_pass_flops``)."""
         used: dict[str, int] = {}
         encoded: dict[str, int] = {}
         tiles: dict[str, int] = {}
@@ -74,7 +83,8 @@ class Trace:
             if e.fresh:
                 encoded[e.level] = encoded.get(e.level, 0) + e.tokens
                 tiles[e.level] = tiles.get(e.level, 0) + 1
-        layers = focus_layers if self.passes else 0
+        read = tuple(read_layers) if self.passes else ()
+        layers = max(read) if read else 0
         seconds = dict(self.watch.seconds)
         seconds.setdefault("focus", 0.0)
         seconds["total"] = time.perf_counter() - self.started
@@ -93,9 +103,14 @@ class Trace:
             llm_tokens_per_layer=list(tokens_per_layer),
             new_tokens=len(generation.token_ids),
             vision_flops=caps.vision_flops_per_tile * sum(tiles.values()),
-            focus_flops=layers
-            * sum(layer_prefill_flops(caps, p.tokens_run, p.keys) for p in self.passes),
+            focus_flops=sum(
+                focus_pass_flops(caps, read, p.tokens_run, p.keys) for p in self.passes
+            ),
             llm_flops=prefill_flops(caps, tokens_per_layer),
+            paper_llm_flops=paper_prefill_flops(caps, tokens_per_layer),
+            paper_focus_flops=sum(
+                focus_pass_flops(caps, read, p.tokens_run, p.keys, paper=True) for p in self.passes
+            ),
             seconds=seconds,
             peak_rss_mb=peak_rss_mb(),
         )

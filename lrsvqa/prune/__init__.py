@@ -1,7 +1,13 @@
 """Vision-token pruning: which tokens reach the LLM (positions kept), and dropping inside it."""
 
 from lrsvqa.prune.llm import LLMPruneConfig, generate_pruned, planned_tokens_per_layer
-from lrsvqa.prune.tokens import PruneConfig, assemble_segments, thumbnail_segment, tile_segment
+from lrsvqa.prune.tokens import (
+    PruneConfig,
+    assemble_segments,
+    thumbnail_segment,
+    tile_segment,
+    tile_segments,
+)
 
 __all__ = [
     "LLMPruneConfig",
@@ -11,4 +17,5 @@ __all__ = [
     "planned_tokens_per_layer",
     "thumbnail_segment",
     "tile_segment",
+    "tile_segments",
 ]

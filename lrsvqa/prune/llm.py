@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 LLM_METHODS = ("none", "pdrop", "fastv")
 FASTV_QUERIES = ("all", "last")
+PDROP_POSITIONS = ("keep", "compact")
 
 
 def default_pdrop_layers(num_layers: int) -> tuple[int, ...]:
@@ -60,6 +61,16 @@ class LLMPruneConfig:
             "choices": FASTV_QUERIES,
         },
     )
+    # after a drop: "keep" each kept token's original position id, or "compact" them to
+    # 0..n-1 as the PyramidDrop / LRS-VQA release does (decoding then subtracts the drops)
+    pdrop_positions: str = field(
+        default="keep",
+        metadata={
+            "help": "After a PyramidDrop drop: keep original position ids, or renumber them "
+            "0..n-1 as the release does (1-D RoPE models only).",
+            "choices": PDROP_POSITIONS,
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.pdrop_layers is not None and not isinstance(self.pdrop_layers, tuple):
@@ -87,6 +98,11 @@ class LLMPruneConfig:
         if self.fastv_query not in FASTV_QUERIES:
             raise ConfigError(
                 f"fastv_query must be one of {', '.join(FASTV_QUERIES)}, got {self.fastv_query!r}"
+            )
+        if self.pdrop_positions not in PDROP_POSITIONS:
+            raise ConfigError(
+                f"pdrop_positions must be one of {', '.join(PDROP_POSITIONS)}, "
+                f"got {self.pdrop_positions!r}"
             )
         layers = self.pdrop_layers
         if layers is not None:
@@ -189,7 +205,13 @@ def generate_pruned(
     lm = adapter.language_model()
     num_layers = len(lm.layers)
     config.validate(num_layers)
-    dropper = RowDropper(lm, stages_for(config, num_layers), inputs)
+    compact = config.method != "none" and config.pdrop_positions == "compact"
+    if compact and adapter.capabilities.mrope:
+        raise ConfigError(
+            "pdrop_positions 'compact' renumbers 1-D positions, as the LLaVA-based release "
+            "does; M-RoPE models (Qwen2/2.5-VL) keep their 3-D ids: use 'keep'"
+        )
+    dropper = RowDropper(lm, stages_for(config, num_layers), inputs, compact=compact)
     with dropper.installed():
         generation = adapter.generate(inputs, **kwargs)
     return generation, list(dropper.tokens_per_layer)
@@ -198,6 +220,7 @@ def generate_pruned(
 __all__ = [
     "FASTV_QUERIES",
     "LLM_METHODS",
+    "PDROP_POSITIONS",
     "LLMPruneConfig",
     "default_pdrop_layers",
     "generate_pruned",

@@ -92,7 +92,12 @@ class RowDropper:
     """
 
     def __init__(
-        self, language_model: Any, stages: Sequence[Stage], inputs: PreparedInputs
+        self,
+        language_model: Any,
+        stages: Sequence[Stage],
+        inputs: PreparedInputs,
+        *,
+        compact: bool = False,
     ) -> None:
         self.lm = language_model
         self.layers = list(language_model.layers)
@@ -120,6 +125,9 @@ class RowDropper:
         self.tokens_per_layer: list[int] = [self.length] * len(self.layers)
         self.calls = 0
         self._scores: dict[int, torch.Tensor] = {}
+        # compact: after a drop the rows present are renumbered 0..n-1 (1-D RoPE only)
+        self.compact = compact
+        self._compact_kwargs: dict[str, Any] | None = None
 
     @contextmanager
     def installed(self) -> Iterator[RowDropper]:
@@ -162,6 +170,8 @@ class RowDropper:
         changed = self.keep.numel() != self.length
         if changed:
             kwargs = _slice_kwargs(kwargs, self.keep, self.length)
+            if self.compact:
+                kwargs = self._compacted(hidden, kwargs)
         for n, stage in enumerate(self.stages):
             if stage.score_layer == idx:
                 self._scores[n] = stage.score(module, hidden, kwargs)
@@ -176,6 +186,8 @@ class RowDropper:
                     kwargs = _slice_kwargs(kwargs, local, int(self.keep.numel()))
                     self.keep = self.keep[local]
                     changed = True
+                    if self.compact:
+                        kwargs = self._compacted(hidden, kwargs)
         self.tokens_per_layer[idx] = int(hidden.shape[1])
         if not changed:
             return None
@@ -184,6 +196,21 @@ class RowDropper:
             return (hidden, *args[1:]), kwargs
         kwargs["hidden_states"] = hidden
         return args, kwargs
+
+    def _positions(
+        self, hidden: torch.Tensor, pos: torch.Tensor, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``kwargs`` with position ids ``pos`` (1, n) and their rotary cos/sin."""
+        out = dict(kwargs, position_ids=pos)
+        if kwargs.get("position_embeddings") is not None:
+            out["position_embeddings"] = self.lm.rotary_emb(hidden, pos)
+        return out
+
+    def _compacted(self, hidden: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # the release renumbers the rows that remain 0..n-1 after every drop
+        n = int(self.keep.numel())
+        pos = torch.arange(n, device=hidden.device).unsqueeze(0)
+        return self._positions(hidden, pos, kwargs)
 
     def _select(self, scores: torch.Tensor, ratio: float) -> torch.Tensor:
         """Local indices of the rows that go on: every non-image row + the top image rows."""
@@ -201,7 +228,20 @@ class RowDropper:
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         keep = self.layer_keep[idx]
         mask = kwargs.get("attention_mask")
+        if keep is not None and self.compact:
+            # this layer's cache holds keep.numel() prompt rows at 0..n-1: the new token
+            # follows them (its stock position less the rows dropped before this layer)
+            hidden = args[0] if args else kwargs["hidden_states"]
+            pos = kwargs.get("position_ids")
+            if not isinstance(pos, torch.Tensor):
+                step = kwargs.get("cache_position")
+                if step is None:
+                    raise ModelError("compact positions need position_ids in decoding")
+                pos = step.unsqueeze(0)
+            kwargs = self._positions(hidden, pos - (self.length - int(keep.numel())), kwargs)
         if keep is None or mask is None:
+            if keep is not None and self.compact:
+                return args, kwargs
             return None  # SDPA without a mask: the new token sees this layer's whole cache
         if not isinstance(mask, torch.Tensor) or mask.ndim != 4:
             raise ModelError(f"cannot decode under a {type(mask).__name__} attention mask")

@@ -1,0 +1,42 @@
+"""Padding tokens never enter a focus pass (as the reference's "unpad" before its RFM).
+
+Tiles at the right and bottom edges reach past the image and are padded black. Their
+padding tokens are left out of the sequence every focus pass scores (training-free
+attention, the distilled RFM and its teacher targets alike), so they take no share of
+the softmax: restricting a softmax to a subset and renormalising equals a softmax over
+that subset, and here the subset never holds padding.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from lrsvqa.pyramid import DynamicImagePyramid, Tile
+
+
+def inside_mask(pyramid: DynamicImagePyramid, tile: Tile, grid: tuple[int, int]) -> np.ndarray:
+    """(rows, cols) mask of the tile's tokens whose footprint lies (partly) inside the image."""
+    rows, cols = grid
+    w, h = pyramid.scene.width, pyramid.scene.height
+    window = tile.window
+    xs = window.col_off + (np.arange(cols) * window.width) // cols
+    ys = window.row_off + (np.arange(rows) * window.height) // rows
+    return (ys[:, None] < h) & (xs[None, :] < w)
+
+
+def unpadded_keep(
+    pyramid: DynamicImagePyramid, tile: Tile, grid: tuple[int, int]
+) -> torch.Tensor | None:
+    """Raster indices of the tile's non-padding tokens, or None when it has no padding
+    (the segment then stays exactly as before, so cached prefixes still match)."""
+    import torch
+
+    mask = inside_mask(pyramid, tile, grid).ravel()
+    if mask.all():
+        return None
+    return torch.as_tensor(np.nonzero(mask)[0], dtype=torch.long)
