@@ -61,5 +61,6 @@ def convert_checkpoint(
         click.echo(f"  unused {name}: {why}")
     click.echo(
         f"wrote {rfm_dir} ({rfm.n_layers} layers for LLM layers {list(rfm.teacher_layers)})\n"
-        f"run: lrsvqa bench --model {target} --focus distilled:{rfm_dir} --preset lrsvqa-release"
+        f"run: lrsvqa bench --model {target} --focus distilled:{rfm_dir} (lrsvqa's defaults; "
+        "the release's own operating point has no preset yet)"
     )
