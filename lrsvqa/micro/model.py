@@ -74,31 +74,20 @@ def corpus() -> list[str]:
 def build(path: str | os.PathLike[str], seed: int = 0) -> Path:
     """Write an untrained micro model folder (random weights, trained tokenizer)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
-        PreTrainedTokenizerFast,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessorPil,
     )
 
     from lrsvqa.models.processors import Qwen2VLImageOnlyProcessor
-    from lrsvqa.models.tiny import QWEN_SPECIAL, QWEN_TEMPLATE
+    from lrsvqa.models.tiny import QWEN_SPECIAL, QWEN_TEMPLATE, _tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=640,
-        special_tokens=QWEN_SPECIAL,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus() * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    ids: dict[str, int] = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}  # type: ignore[misc]
+    tokenizer = _tokenizer(
+        QWEN_SPECIAL, eos="<|im_end|>", pad="<|endoftext|>", bos=None, unk=None,
+        corpus=corpus(), vocab_size=640,
+    )  # fmt: skip
+    ids: dict[str, int] = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     text = dict(
         TEXT,
         vocab_size=len(tokenizer),

@@ -95,7 +95,17 @@ _TEXT = {
 }
 
 
-def _tokenizer(special: list[str], *, eos: str, pad: str, bos: str | None, unk: str | None) -> Any:
+def _tokenizer(
+    special: list[str],
+    *,
+    eos: str,
+    pad: str,
+    bos: str | None,
+    unk: str | None,
+    corpus: list[str] | None = None,
+    vocab_size: int = 512,
+) -> Any:
+    """A byte-level BPE tokenizer trained here on ``corpus`` (default: a few English lines)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -103,12 +113,12 @@ def _tokenizer(special: list[str], *, eos: str, pad: str, bos: str | None, unk: 
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
+        vocab_size=vocab_size,
         special_tokens=special,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer)
+    tok.train_from_iterator((corpus or _CORPUS) * 4, trainer)
     kwargs: dict[str, Any] = {"eos_token": eos, "pad_token": pad}
     if bos is not None:
         kwargs["bos_token"] = bos
