@@ -37,6 +37,7 @@ from lrsvqa.bench.records import (
 from lrsvqa.bench.synonyms import SynonymTable, load_table
 from lrsvqa.bench.wordnet import describe, load_wordnet
 from lrsvqa.errors import ConfigError, DataError
+from lrsvqa.numbers import UNITS
 
 log = logging.getLogger(__name__)
 
@@ -184,28 +185,7 @@ def default_matcher() -> SynonymMatcher:
     return _default_matcher
 
 
-_UNITS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
+_UNITS = list(UNITS)
 _NUMBERS = {w: str(i) for i, w in enumerate(_UNITS)}
 _TENS_WORDS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 _TENS = {w: 10 * i for i, w in enumerate(_TENS_WORDS, start=2)}

@@ -22,6 +22,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 
 from lrsvqa.errors import ConfigError
 from lrsvqa.io.geo import reproject_geometry
+from lrsvqa.numbers import UNITS
 from lrsvqa.pipeline.answer import Answer
 from lrsvqa.pipeline.sources import SceneRef
 
@@ -94,34 +95,7 @@ _YES_NO_Q = re.compile(
     r"^\s*(is|are|was|were|does|do|did|can|could|has|have|had|will|would|should|may|might|must)\b",
     re.I,
 )
-_NUMBER_WORDS = {
-    w: i
-    for i, w in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-            "twenty",
-        ]
-    )
-} | {"no": 0, "none": 0}
+_NUMBER_WORDS = {w: i for i, w in enumerate([*UNITS, "twenty"])} | {"no": 0, "none": 0}
 
 
 def answer_id(location: str, item_id: str | None, question: str) -> str:
