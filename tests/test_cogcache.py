@@ -233,3 +233,23 @@ def test_gdal_settings_respect_the_users_environment(tmp_path: Path) -> None:
     assert settings["GDAL_CACHEMAX"] == "64 (environment)"
     assert settings["GDAL_NUM_THREADS"].endswith("(lrsvqa default)")
     assert settings["GDAL_HTTP_MULTIRANGE"] == "YES (lrsvqa default)"
+
+
+@pytest.mark.parametrize("read_threads", [1, 2, 32])
+def test_gdal_decoding_threads_share_the_cpus_with_read_threads(read_threads: int) -> None:
+    """Read threads x GDAL's decoding threads stay within the CPUs (both at full width
+    oversubscribe them, and 2 read threads were then slower than with 1 GDAL thread each)."""
+    code = (
+        "import json; from lrsvqa.io.gdal_config import gdal_settings; "
+        "from rasterio.env import get_gdal_config; s = gdal_settings(); "
+        "print(json.dumps([s['GDAL_NUM_THREADS'], get_gdal_config('GDAL_NUM_THREADS')]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LRSVQA_READ_THREADS": str(read_threads)}
+    env.pop("GDAL_NUM_THREADS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    reported, in_force = json.loads(out.stdout)
+    expected = str(max(1, (os.cpu_count() or 1) // read_threads))
+    assert reported == f"{expected} (lrsvqa default)"
+    assert str(in_force) == expected

@@ -16,11 +16,16 @@ import threading
 DEFAULT_CACHEMAX_MB = 256
 
 #: Option -> value. ``GDAL_NUM_THREADS`` lets GDAL decode the blocks under one read
-#: in parallel (GTiff DEFLATE/ZSTD/LZW, GDAL >= 3.6) and compress in parallel when
-#: converting; lrsvqa's own read threads (``LRSVQA_READ_THREADS``) work on top.
+#: in parallel (GTiff DEFLATE/ZSTD/LZW, GDAL >= 3.6); lrsvqa's own read threads
+#: (``LRSVQA_READ_THREADS``) read several tiles at once on top, so the default gives each
+#: read thread its share of the CPUs (``gdal_threads()``): 1 on a machine of <= 4 CPUs.
+#: Both at full width oversubscribe the cores: on 2 CPUs, 24 native tiles of a
+#: 20,000 px DEFLATE COG took 0.19-0.20 s with 2 read threads x ALL_CPUS against
+#: 0.14-0.16 s with 2 x 1 (benchmarks/RESULTS.md). Conversion compresses with its own
+#: ``NUM_THREADS=ALL_CPUS`` creation option.
 GDAL_DEFAULTS: dict[str, str] = {
     "GDAL_CACHEMAX": str(DEFAULT_CACHEMAX_MB),
-    "GDAL_NUM_THREADS": "ALL_CPUS",
+    "GDAL_NUM_THREADS": "per read thread",  # resolved by gdal_threads()
     # Remote scenes: one request for several ranges, neighbouring ranges merged.
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
@@ -32,6 +37,17 @@ GDAL_DEFAULTS: dict[str, str] = {
 REMOTE_OPEN_OPTIONS: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 _lock = threading.Lock()
+
+
+def gdal_threads() -> str:
+    """GDAL's decoding threads per read: the CPUs shared among lrsvqa's read threads."""
+    from lrsvqa.io.limits import read_threads
+
+    return str(max(1, (os.cpu_count() or 1) // read_threads()))
+
+
+def _default(key: str) -> str:
+    return gdal_threads() if key == "GDAL_NUM_THREADS" else GDAL_DEFAULTS[key]
 _applied: dict[str, str] | None = None
 
 
@@ -44,9 +60,10 @@ def configure_gdal() -> dict[str, str]:
         from rasterio.env import set_gdal_config
 
         applied: dict[str, str] = {}
-        for key, value in GDAL_DEFAULTS.items():
+        for key in GDAL_DEFAULTS:
             if key in os.environ:
                 continue
+            value = _default(key)
             if key == "GDAL_CACHEMAX":
                 # rasterio passes an int to GDALSetCacheMax64 (bytes), effective even
                 # after GDAL has already allocated its cache.
@@ -66,5 +83,5 @@ def gdal_settings() -> dict[str, str]:
         if key in os.environ:
             out[key] = f"{os.environ[key]} (environment)"
         else:
-            out[key] = f"{applied.get(key, GDAL_DEFAULTS[key])} (lrsvqa default)"
+            out[key] = f"{applied.get(key, _default(key))} (lrsvqa default)"
     return out

@@ -37,9 +37,10 @@ CHUNK = 8  # worlds mixed in one shuffle buffer
 class _Chunks:
     """Deterministic stream of shuffled example chunks (one worker process builds them)."""
 
-    def __init__(self, start: int, base_seed: int):
+    def __init__(self, start: int, base_seed: int, single_tile_worlds: int):
         self.start = start
         self.base_seed = base_seed
+        self.single_tile_worlds = single_tile_worlds
 
     def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
         from lrsvqa.micro.data import shard
@@ -48,19 +49,21 @@ class _Chunks:
         while True:
             examples = []
             for i in range(c * CHUNK, (c + 1) * CHUNK):
-                examples.extend(shard(i, base_seed=self.base_seed))
+                examples.extend(
+                    shard(i, base_seed=self.base_seed, single_tile_worlds=self.single_tile_worlds)
+                )
             rng = np.random.default_rng(self.base_seed * 7919 + c)
             order = rng.permutation(len(examples))
             yield c, [examples[int(i)] for i in order]
             c += 1
 
 
-def _iterable(start: int, base_seed: int) -> Any:
+def _iterable(start: int, base_seed: int, single_tile_worlds: int) -> Any:
     import torch
 
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
-            return iter(_Chunks(start, base_seed))
+            return iter(_Chunks(start, base_seed, single_tile_worlds))
 
     return torch.utils.data.DataLoader(
         Stream(), batch_size=None, num_workers=1, prefetch_factor=2, persistent_workers=False
@@ -77,6 +80,7 @@ def train(
     grounding_weight: float = 1.0,
     token_weight: float = 1.0,
     seed: int = 0,
+    single_tile_worlds: int = 0,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -102,6 +106,8 @@ def train(
         "token_weight": token_weight,
         "seed": seed,
     }
+    if single_tile_worlds:
+        settings["single_tile_worlds"] = single_tile_worlds
     settings_path = folder / "settings.json"
     if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
         from lrsvqa.errors import ConfigError
@@ -138,7 +144,7 @@ def train(
         log.info("resuming at step %d (chunk %d, offset %d)", step, chunk, offset)
     log_file = (folder / "log.jsonl").open("a")
     bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
-    loader = _iterable(chunk, seed)
+    loader = _iterable(chunk, seed, single_tile_worlds)
     started = time.perf_counter()
     try:
         for c, examples in loader:
@@ -246,6 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grounding-weight", type=float, default=1.0)
     parser.add_argument("--token-weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--single-tile-worlds",
+        type=int,
+        default=0,
+        help="Curriculum: the first N training worlds are single 224 px tiles.",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-questions", type=int, default=400)
     args = parser.parse_args(argv)
@@ -260,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         grounding_weight=args.grounding_weight,
         token_weight=args.token_weight,
         seed=args.seed,
+        single_tile_worlds=args.single_tile_worlds,
         threads=args.threads,
         eval_questions=args.eval_questions,
     )
