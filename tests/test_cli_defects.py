@@ -56,6 +56,22 @@ def test_unwritable_output_paths_fail_before_any_model_loads(
     assert rc == 2 and "is a directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "command", [["sample", "{out}", "--size", "256"], ["convert", "{scene}", "{out}"]]
+)
+def test_commands_writing_a_raster_check_its_folder_first(
+    scene: Path, tmp_path: Path, capsys, command: list[str]
+) -> None:
+    out = tmp_path / "no" / "such" / "x.tif"
+    args = [a.format(out=out, scene=scene) for a in command]
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    line = _error_line(err)
+    assert "does not exist" in line and str(out.parent) in line
+    assert not out.parent.exists()
+
+
 def test_epsg4326_evidence_of_a_scene_without_crs_fails_first(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:

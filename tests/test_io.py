@@ -16,7 +16,7 @@ from rasterio.enums import ColorInterp
 
 import lrsvqa
 from lrsvqa.io import Window, open_scene
-from lrsvqa.testing import expected_values, write_geotiff
+from lrsvqa.testing import expected_values, make_ship_scene, write_geotiff
 
 
 def _check_rgb(array: np.ndarray, shape: tuple[int, int]) -> None:
@@ -246,11 +246,16 @@ def bad_inputs(tmp_path: Path, shared_data: Path, geotiff) -> dict[str, tuple[Pa
     text = tmp_path / "notes.tif"
     text.write_text("this is not a raster\n")
     truncated = _truncated(geotiff(512, 512, name="trunc.tif", compress=None, blocksize=128))
+    # Cut before the overviews' TIFF directories: GDAL opens the file and fails only when
+    # the bands' metadata is read.
+    headless = make_ship_scene(tmp_path / "headless.tif", 2048).path
+    headless.write_bytes(headless.read_bytes()[:3000])
     return {
         "missing": (tmp_path / "nope.tif", lrsvqa.SceneOpenError),
         "empty": (empty, lrsvqa.SceneOpenError),
         "text": (text, lrsvqa.SceneOpenError),
         "truncated": (truncated, lrsvqa.RasterReadError),
+        "damaged directory": (headless, lrsvqa.SceneOpenError),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lrsvqa.cli.options import echo_json, json_option
+from lrsvqa.cli.options import check_output_path, echo_json, json_option
 
 
 @click.command()
@@ -26,6 +26,7 @@ def convert(
     from lrsvqa.io.convert import convert_to_cog
     from lrsvqa.io.scene import open_scene
 
+    check_output_path(dst, "DST")
     out = convert_to_cog(
         src,
         dst,

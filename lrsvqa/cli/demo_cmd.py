@@ -102,7 +102,12 @@ def demo(
     focus_config(**{k: knobs[k] for k in FOCUS_PARAMS})  # bad settings fail before any work
     check_output_folder(out_dir, "OUT_DIR")
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"OUT_DIR {folder}: cannot create it ({exc.strerror}); choose another folder"
+        ) from None
     scene_path = folder / "scene.tif"
     world = write_demo_scene(scene_path, size, ships)
     placed = len(world.objects)  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lrsvqa.cli.options import echo_json, json_option
+from lrsvqa.cli.options import check_output_path, echo_json, json_option
 
 
 @click.command()
@@ -23,6 +23,7 @@ def sample(out: str, size: int, ships: int, seed: int, sparse: bool, as_json: bo
 
     if size < 64:
         raise ConfigError(f"--size {size}: use at least 64 px")
+    check_output_path(out, "OUT")
     scene = make_ship_scene(out, size, ships=ships, seed=seed, sparse=sparse)
     if as_json:
         echo_json(scene.to_dict())

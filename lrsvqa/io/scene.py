@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
@@ -132,13 +133,28 @@ class Scene:
         self._local = threading.local()
         self._handles: list[Any] = []
         self._owner = threading.get_ident()
+        self.warnings: list[str] = []
+        self._overview_factors: list[float] | None = None
+        self._stretch: list[BandStretch] | None = None
+        self._memory: np.ndarray | None = None
         try:
             self._src = self._open_handle(None)
-        except RasterioError as exc:
+            with rasterio.Env(**self._env_options):  # GDAL's messages go to exceptions
+                self._read_metadata(bands)
+            self.read_mode = self._plan_read_mode()
+        except (RasterioError, CPLE_BaseError) as exc:
+            # GDAL reports some damage (a truncated TIFF directory) only when the
+            # metadata is read, after the open itself succeeded.
+            self.close()
             raise SceneOpenError(
                 f"{self.path}: not a raster GDAL can read ({gdal_message(exc)}); "
                 "check the file is a complete GeoTIFF, PNG or JPEG"
             ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_metadata(self, bands: Sequence[int] | None) -> None:
         src = self._src
         self.width: int = src.width
         self.height: int = src.height
@@ -152,11 +168,6 @@ class Scene:
         self.tiled: bool = self.block_shape[1] < self.width and self.block_shape[0] < self.height
         self.overview_factors: list[int] = list(src.overviews(1)) if self.count else []
         self.bands: tuple[int, ...] = self._select_bands(bands)
-        self.warnings: list[str] = []
-        self._overview_factors: list[float] | None = None
-        self._stretch: list[BandStretch] | None = None
-        self._memory: np.ndarray | None = None
-        self.read_mode = self._plan_read_mode()
 
     # -- opening -------------------------------------------------------------------
 
@@ -381,7 +392,7 @@ class Scene:
         try:
             with rasterio.Env(**self._env_options):
                 return np.asarray(handle.read(bands, **kwargs))
-        except RasterioError as exc:
+        except (RasterioError, CPLE_BaseError) as exc:
             raise RasterReadError(
                 f"{self.path}: cannot read pixels ({gdal_message(exc)}); the file is damaged "
                 "or truncated, re-download or re-export it"
