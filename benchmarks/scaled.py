@@ -29,6 +29,7 @@ def build_scaled_qwen2_vl(
     t.hidden_size, t.intermediate_size = hidden, intermediate
     t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads = layers, heads, kv_heads
     t.layer_types = ["full_attention"] * layers
+    t.max_position_embeddings = 32768  # as Qwen2-VL-2B: `all` at native needs ~9,500 positions
     head_dim = hidden // heads
     t.rope_parameters["mrope_section"] = [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]
     v = config.vision_config
