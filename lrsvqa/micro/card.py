@@ -80,6 +80,15 @@ def render(card: dict[str, Any]) -> str:
     )
     tail = card["final_log"]
     minutes = (card["train_seconds"] or 0) / 60
+    single = int(card["settings"].get("single_tile_worlds", 0))
+    curriculum = (
+        f"\n- Curriculum: the first {single:,} worlds are single 224 px tiles (the thumbnail is"
+        " then the tile at native resolution), so the model learns to read objects before it"
+        " must find them in big scenes; the rest of the stream is the mix above."
+        if single
+        else ""
+    )
+    flags = f" --single-tile-worlds {single}" if single else ""
     return f"""# {card["name"]} — a micro VLM trained on synthetic remote-sensing scenes
 
 **What it is.** A stock `transformers` `Qwen2VLForConditionalGeneration` (so lrsvqa's focus,
@@ -101,7 +110,7 @@ few pixels to tens of pixels long. On real imagery its answers mean nothing.
   224 px thumbnail plus tiles of one pyramid level, with their true M-RoPE positions, either
   all tokens (a focus pass) or 25 % of them, the asked-about objects' tokens first (the
   pruned input of an answer). Finer-level tiles are sometimes shifted in the level grid
-  (pixels unchanged) so that it sees the large position ids of big scenes.
+  (pixels unchanged) so that it sees the large position ids of big scenes.{curriculum}
 - Loss: answer cross-entropy **plus a grounding term**: minus the log of the share of layer
   1's attention (last prompt token, mean over heads, restricted to the candidate tiles' tokens
   and renormalised — exactly what the Region Focus Module reads) that falls on the tokens of
@@ -113,7 +122,8 @@ few pixels to tens of pixels long. On real imagery its answers mean nothing.
   {card["settings"]["lr"]} (warm-up, cosine to 10 %), grounding weight
   {card["settings"]["grounding_weight"]}, seed {card["settings"]["seed"]}; {minutes:.0f} minutes on
   this project's 2-core CPU machine (1 torch thread, shared with other work).
-- Reproduce: `python -m lrsvqa.micro.train --out runs/micro --steps {card["steps"]} --threads 1`
+- Reproduce: `python -m lrsvqa.micro.train --out runs/micro --steps {card["steps"]}{flags}
+  --threads 1`
   then `python -m lrsvqa.micro.card runs/micro`.
 - End of training (mean of the last 100 steps): answer loss {tail.get("answer")}, token-level
   answer accuracy {tail.get("correct")}, attention share on the asked-about objects
