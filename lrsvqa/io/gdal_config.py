@@ -48,6 +48,8 @@ def gdal_threads() -> str:
 
 def _default(key: str) -> str:
     return gdal_threads() if key == "GDAL_NUM_THREADS" else GDAL_DEFAULTS[key]
+
+
 _applied: dict[str, str] | None = None
 
 
