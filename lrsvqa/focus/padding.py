@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def inside_mask(pyramid: DynamicImagePyramid, tile: Tile, grid: tuple[int, int]) -> np.ndarray:
     """(rows, cols) mask of the tile's tokens whose footprint lies (partly) inside the image."""
     rows, cols = grid
-    if pyramid.config.levels == "release":
+    if getattr(getattr(pyramid, "config", None), "levels", "pow2") == "release":
         # the release's unpadding: the level's token grid cut with int() (a token row or
         # column only partly inside the image is padding there)
         from lrsvqa.pyramid.grid import release_token_extent
