@@ -328,3 +328,29 @@ def test_bench_with_the_preset_runs_and_records_it(family: str, tmp_path: Path, 
         code = main([a for a in args if a not in ("--preset", "lrsvqa-release")])
         _, err = capsys.readouterr()
         assert code == 2 and "other settings" in err
+
+
+def test_convert_keeps_the_release_newline_for_the_preset(tmp_path: Path, capsys) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from lrsvqa.pipeline import Pipeline
+    from lrsvqa.testing.release import write_release_checkpoint
+
+    src = write_release_checkpoint(tmp_path / "src", "llama")
+    hidden = json.loads((src / "config.json").read_text())["hidden_size"]
+    newline = torch.randn(hidden, generator=torch.Generator().manual_seed(3))
+    shard = sorted(src.glob("*.safetensors"))[0]
+    with safe_open(str(shard), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    state["model.image_newline"] = newline  # a spatial_unpad checkpoint's learned newline
+    save_file(state, str(shard))
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.image_newline"] = shard.name
+    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    out = tmp_path / "converted"
+    assert main(["convert-checkpoint", str(src), str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert (out / "image_newline.safetensors").is_file()
+    pipeline = Pipeline.from_pretrained(str(out), device="cpu", preset="lrsvqa-release")
+    assert torch.equal(pipeline.adapter.separator_embedding().float(), newline)
