@@ -309,7 +309,10 @@ def test_bench_with_the_preset_runs_and_records_it(family: str, tmp_path: Path, 
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(stdout)["done"] == 1
-    assert "--max-new-tokens 2 given beside --preset lrsvqa-release" in err
+    assert (
+        "--max-new-tokens 2 given beside --preset lrsvqa-release replaces the preset's per-model value"
+        in err
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["identity"]["preset"] == "lrsvqa-release"
     assert manifest["identity"]["focus_extra"]["tile_rule"] == "hit"

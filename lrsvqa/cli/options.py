@@ -202,13 +202,16 @@ def apply_preset(params: dict[str, Any], preset: str | None) -> list[str]:
                 flag = "--" + {"budget": "budget", "focus_layers": "focus-layer"}.get(
                     name, name.replace("_", "-")
                 )
-                shown = "its per-model value" if value is None else repr(value)
+                shown = "per-model value" if value is None else repr(value)
                 notes.append(
                     f"{flag} {params[name]!r} given beside --preset {preset} replaces the "
                     f"preset's {shown}"
                 )
         else:
             params[name] = value
+    given = ctx.get_parameter_source("max_tiles") if ctx is not None else None
+    if params.get("tile_rule") == "hit" and given == ParameterSource.COMMANDLINE:
+        notes.append("--max-tiles is not read under --tile-rule hit (every hit tile is kept)")
     return notes
 
 
