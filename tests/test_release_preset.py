@@ -249,6 +249,9 @@ def test_pooled_tiles_separator_and_newline_rows(captured: dict[str, Any]) -> No
     assert text.startswith("A chat between") and text.endswith("\n ASSISTANT:")
     assert answer.config["preset"] == "lrsvqa-release"
     assert answer.config["input_format"]["global_separator"] == ":"
+    from lrsvqa.pipeline.preset import resolve
+
+    assert resolve("lrsvqa-release", adapter).max_new_tokens == 1024  # model_rsvqa.py, Vicuna
 
 
 def test_pooling_is_the_2x2_mean() -> None:
@@ -357,3 +360,31 @@ def test_convert_keeps_the_release_newline_for_the_preset(tmp_path: Path, capsys
     assert (out / "image_newline.safetensors").is_file()
     pipeline = Pipeline.from_pretrained(str(out), device="cpu", preset="lrsvqa-release")
     assert torch.equal(pipeline.adapter.separator_embedding().float(), newline)
+
+
+def test_pdrop_release_rule_inside_the_llm(captured: dict[str, Any]) -> None:
+    from lrsvqa.prune import generate_pruned
+
+    adapter, inputs = captured["pipeline"].adapter, captured["inputs"]
+    n_layers = adapter.capabilities.num_layers
+    n_image = int(inputs.vision_positions.numel())
+    release = LLMPruneConfig.release(method="pdrop", pdrop_ratio=0.3)
+    _, per_layer = generate_pruned(adapter, inputs, release, max_new_tokens=1)
+    assert per_layer == planned_tokens_per_layer(release, n_layers, inputs.length, n_image)
+    stages = len(release.boundaries(n_layers))
+    assert per_layer[-1] == inputs.length - n_image + int(n_image * 0.3**stages)
+
+
+def test_ask_json_records_the_preset_and_the_options_that_won(scene: Path, capsys) -> None:
+    args = ["ask", str(scene), QUESTION, "--model", "tiny/qwen2_vl", "--device", "cpu"]
+    preset = ["--preset", "lrsvqa-release", "--keep-ratio", "0.5", "--max-new-tokens", "2"]
+    code = main([*args, *preset, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["config"]["preset"] == "lrsvqa-release"
+    assert data["config"]["focus"]["keep_ratio"] == 0.5  # the user's value won …
+    assert data["config"]["focus"]["tile_rule"] == "hit"  # … the rest is the preset's
+    assert data["config"]["max_new_tokens"] == 2
+    assert any("--keep-ratio 0.5 given beside --preset" in n for n in data["notes"])
+    assert any("--max-new-tokens 2 given beside --preset" in n for n in data["notes"])

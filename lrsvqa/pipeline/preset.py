@@ -113,25 +113,11 @@ def option_values(name: str) -> dict[str, Any]:
     ``max_new_tokens`` None: the preset's per model), by click parameter name."""
     check_preset(name)
     focus, llm = FocusConfig.release(), LLMPruneConfig.release()
-    default_focus, default_llm = FocusConfig(), LLMPruneConfig()
     out: dict[str, Any] = {
-        param: getattr(focus, field)
-        for param, field in (
-            ("selector", "selector"),
-            ("keep_ratio", "keep_ratio"),
-            ("max_tiles", "max_tiles"),
-            ("max_depth", "max_depth"),
-            ("tile_rule", "tile_rule"),
-            ("rounding", "rounding"),
-            ("newlines", "newlines"),
-        )
-        if getattr(focus, field) != getattr(default_focus, field) or param == "selector"
+        name: getattr(focus, name)
+        for name in ("selector", "keep_ratio", "max_depth", "tile_rule", "rounding", "newlines")
     }
-    for param, field in (
-        ("pdrop_positions", "pdrop_positions"),
-        ("pdrop_rounding", "pdrop_rounding"),
-    ):
-        if getattr(llm, field) != getattr(default_llm, field):
-            out[param] = getattr(llm, field)
+    for name in ("pdrop_positions", "pdrop_rounding"):
+        out[name] = getattr(llm, name)
     out["max_new_tokens"] = None
     return out
