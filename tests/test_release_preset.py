@@ -90,11 +90,15 @@ def test_release_tiles_partition_every_level_and_children_overlap(scene: Path) -
 
 
 def fake_scores(pyramid: DynamicImagePyramid, tiles: list[Any], grids: list[Any]) -> ScoreResult:
-    """Seeded scores, and a newline score per level row, summing to one."""
+    """Seeded scores, and a newline score per level row, summing to one. The tiles of the
+    last column and the newlines score (almost) nothing: only the rule that every newline is
+    kept can then reach the right-most tiles of the next level."""
     rng = np.random.default_rng(len(tiles))
-    out = [rng.random(g) for g in grids]
+    last = max(t.col for t in tiles)
+    keep = [t.col != last or t.level > 0 for t in tiles]
+    out = [rng.random(g) * k for k, g in zip(keep, grids, strict=True)]
     rows = {t.row * grids[0][0] + r for t in tiles for r in range(grids[0][0])}
-    seps = {(tiles[0].level + 1, r): float(rng.random()) * 0.5 for r in sorted(rows)}
+    seps = {(tiles[0].level + 1, r): 1e-9 for r in sorted(rows)}
     total = sum(float(g.sum()) for g in out) + sum(seps.values())
     return ScoreResult([g / total for g in out], 0, 0, 0, {k: v / total for k, v in seps.items()})
 
@@ -105,15 +109,16 @@ class _Tokens:
         self.n = grid[0] * grid[1]
 
 
-def run_select(scene: Path, config: FocusConfig) -> tuple[Any, list[Any]]:
+def run_select(scene: Path, config: FocusConfig, scorer: Any = None) -> tuple[Any, list[Any]]:
     seen: list[Any] = []
+    scorer = scorer or fake_scores
     with DynamicImagePyramid(scene, config=PyramidConfig.release()) as pyramid:
 
         def encode(tiles: list[Any]) -> list[Any]:
             return [_Tokens((12, 12)) for _ in tiles]
 
         def score(thumb: Any, tiles: list[Any], tokens: list[Any]) -> ScoreResult:
-            result = fake_scores(pyramid, list(tiles), [t.grid for t in tokens])
+            result = scorer(pyramid, list(tiles), [t.grid for t in tokens])
             seen.append((list(tiles), result))
             return result
 
@@ -155,6 +160,27 @@ def test_every_hit_tile_is_kept_and_one_zoom_step(scene: Path) -> None:
     # the default keeps only max_tiles best, and goes on to native resolution
     default, _ = run_select(scene, FocusConfig(token_budget=100_000))
     assert all(len(lvl.encoded) <= 6 for lvl in default.levels[1:])
+
+
+def one_token(pyramid: DynamicImagePyramid, tiles: list[Any], grids: list[Any]) -> ScoreResult:
+    """All attention on level 0's token (row 0, column 22), none on the newlines."""
+    out = [np.zeros(g) for g in grids]
+    for t, g in zip(tiles, out, strict=True):
+        if t.level == 0 and (t.row, t.col) == (0, 1):
+            g[0, 10] = 1.0  # scene column 12 + 10 = 22
+    rows = {t.row * grids[0][0] + r for t in tiles for r in range(grids[0][0])}
+    return ScoreResult(out, 0, 0, 0, {(tiles[0].level + 1, r): 0.0 for r in sorted(rows)})
+
+
+def test_a_token_hits_the_tile_at_its_relative_place_counting_the_newline_column(
+    scene: Path,
+) -> None:
+    # int(888 / 888) = 1 token kept: scene cell (0, 22) of the 24 x (36 + 1) grid → level-1
+    # tile (0, 22 * 5 // 37) = (0, 2) (by pixel footprint it would lie in tile column 3),
+    # and the 24 newlines → (r * 3 // 24, 36 * 5 // 37) = the right-most column
+    config = FocusConfig.release(token_budget=100_000, keep_ratio=1 / 888)
+    result, _ = run_select(scene, config, one_token)
+    assert {(t.row, t.col) for t in result.levels[1].encoded} == {(0, 2), (0, 4), (1, 4), (2, 4)}
 
 
 def test_int_rounding_of_the_keep_ratio() -> None:
