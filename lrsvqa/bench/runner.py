@@ -90,7 +90,7 @@ class RunOptions:
     skip_missing: bool = False
     progress: bool = True
     focus: str = "attention"  # token scorer: attention or distilled:PATH
-    max_new_tokens: int = 32
+    max_new_tokens: int | None = 32  # None: the preset's (per model)
     llm_prune: dict[str, Any] = field(default_factory=dict)  # LLMPruneConfig fields
     # Other FocusConfig fields set away from their default (max_depth, layers, seed, …).
     focus_extra: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +99,7 @@ class RunOptions:
     ray_num_cpus: int | None = None
     benchmark: str = "lrsvqa"  # or "mme-rs" (MME-RealWorld, remote-sensing subset)
     mrope_positions: str = "scene"  # or "compact" (PruneConfig.mrope_positions)
+    preset: str | None = None  # e.g. "lrsvqa-release" (lrsvqa.pipeline.preset)
 
     def identity(self) -> dict[str, Any]:
         """The options that change answers (``None``: the pipeline's default)."""
@@ -107,6 +108,8 @@ class RunOptions:
             extra["benchmark"] = self.benchmark
         if self.mrope_positions != "scene":  # runs from before the option resume unchanged
             extra["mrope_positions"] = self.mrope_positions
+        if self.preset is not None:
+            extra["preset"] = self.preset
         return {
             **extra,
             "model": self.model,

@@ -11,6 +11,7 @@ import click
 from lrsvqa.cli.options import (
     FOCUS_PARAMS,
     LLM_PRUNE_PARAMS,
+    apply_preset,
     bands_option,
     check_output_path,
     echo_json,
@@ -22,6 +23,7 @@ from lrsvqa.cli.options import (
     max_new_tokens_option,
     mrope_option,
     parse_bands,
+    preset_option,
     take,
 )
 from lrsvqa.cli.options import model_options as _model_options
@@ -30,7 +32,7 @@ from lrsvqa.cli.options import model_options as _model_options
 def model_options(func: Any) -> Any:
     """Options shared by ``ask`` and ``demo``: the model and every focus/pruning knob."""
     return _model_options(
-        max_new_tokens_option(focus_options(llm_prune_options(mrope_option(func))))
+        max_new_tokens_option(focus_options(llm_prune_options(mrope_option(preset_option(func)))))
     )
 
 
@@ -40,17 +42,22 @@ def build_pipeline(
     revision: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
-    max_new_tokens: int = 32,
+    max_new_tokens: int | None = 32,
     progress: bool = False,
     mrope_positions: str = "scene",
+    preset: str | None = None,
     **knobs: Any,
 ) -> Any:
     """A Pipeline from the command-line options (the names of ``model_options``; focus and
-    pruning knobs left out take their config's default)."""
+    pruning knobs left out take their config's default, or ``preset``'s)."""
     from lrsvqa.focus import FocusConfig
     from lrsvqa.pipeline import Pipeline
     from lrsvqa.prune import PruneConfig
 
+    if preset is not None:
+        knobs["max_new_tokens"] = max_new_tokens
+        apply_preset(knobs, preset)
+        max_new_tokens = knobs.pop("max_new_tokens")
     focus_kw = take(knobs, FOCUS_PARAMS)
     prune_kw = take(knobs, LLM_PRUNE_PARAMS)
     if knobs:
@@ -66,6 +73,7 @@ def build_pipeline(
         prune=PruneConfig(llm=llm_prune_config(**prune_kw), mrope_positions=mrope_positions),
         max_new_tokens=max_new_tokens,
         progress=progress,
+        preset=preset,
     )
 
 
@@ -142,6 +150,7 @@ def ask(
 
     check_question(question)
     band_choice = parse_bands(bands)
+    preset_notes = apply_preset(model_kw, model_kw.get("preset"))
     # Bad input fails in a second, before a model loads for a minute: the scene, the
     # settings (a budget below the thumbnail is refused when the model is known), the
     # output paths. A big PNG/JPEG is converted into the COG cache now, once
@@ -170,5 +179,6 @@ def ask(
                 err=True,
             )
         answer = pipeline.ask(scene, question, bands=band_choice)
+        answer.notes[:0] = preset_notes
         write_outputs(pipeline, answer, geojson, geojson_crs, overlay)
     report(answer, as_json, geojson, overlay)

@@ -14,6 +14,7 @@ import click
 
 from lrsvqa.cli.options import (
     FOCUS_PARAMS,
+    apply_preset,
     check_output_folder,
     echo_json,
     field_default,
@@ -23,6 +24,7 @@ from lrsvqa.cli.options import (
     llm_prune_config,
     llm_prune_options,
     mrope_option,
+    preset_option,
     take,
 )
 
@@ -64,6 +66,7 @@ def make_answerer(options: RunOptions) -> Answerer:
         ),
         device=options.device,
         max_new_tokens=options.max_new_tokens,
+        preset=options.preset,
     )
 
 
@@ -121,7 +124,8 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
     type=int,
     default=32,
     show_default=True,
-    help="Most tokens per answer (LRS-VQA answers are a word or phrase).",
+    help="Most tokens per answer (LRS-VQA answers are a word or phrase; under --preset "
+    "lrsvqa-release the release's 1024 / 4096 / 128 unless given).",
 )
 @click.option(
     "--ray",
@@ -137,6 +141,7 @@ def _choices(values: tuple[str, ...]) -> tuple[str, ...] | None:
 @focus_options
 @llm_prune_options
 @mrope_option
+@preset_option
 @json_option
 @click.pass_context
 def bench(
@@ -154,12 +159,13 @@ def bench(
     shard: str | None,
     skip_missing: bool,
     device: str,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     ray_address: str | None,
     ray_actors: int | None,
     ray_num_cpus: int | None,
     as_json: bool,
     mrope_positions: str,
+    preset: str | None,
     **knobs: Any,
 ) -> int:
     """Answer LRS-VQA (or MME-RealWorld-RS) questions, one fsynced JSON line per answer.
@@ -193,6 +199,10 @@ def bench(
     if not image_root.is_dir():
         raise ConfigError(f"{image_root}: no such folder (--image-root)")
     check_output_folder(out, "--out")
+    knobs["max_new_tokens"] = max_new_tokens
+    for note in apply_preset(knobs, preset):  # options given beside --preset win
+        click.echo(f"note: {note}", err=True)
+    max_new_tokens = knobs.pop("max_new_tokens")
     focus_kw = take(knobs, FOCUS_PARAMS)
     config = focus_config(**focus_kw)  # bad settings fail before anything runs
     # Fields at their default stay None in the run's identity, as before these options, so
@@ -235,6 +245,7 @@ def bench(
         ray_num_cpus=ray_num_cpus,
         benchmark=benchmark,
         mrope_positions=mrope_positions,
+        preset=preset,
     )
     summary = run_benchmark(options, make_answerer)
     if as_json:

@@ -62,5 +62,5 @@ def convert_checkpoint(
     click.echo(
         f"wrote {rfm_dir} ({rfm.n_layers} layers for LLM layers {list(rfm.teacher_layers)})\n"
         f"run: lrsvqa bench --model {target} --focus distilled:{rfm_dir} (lrsvqa's defaults; "
-        "the release's own operating point has no preset yet)"
+        "add --preset lrsvqa-release for the release's own operating point)"
     )

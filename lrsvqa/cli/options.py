@@ -114,6 +114,9 @@ def _focus_options() -> list[Callable[[Any], Any]]:
         config_option(F, "tile_score"),
         config_option(F, "seed"),
         config_option(F, "focus"),
+        config_option(F, "tile_rule"),
+        config_option(F, "rounding"),
+        config_option(F, "newlines"),
     ]  # fmt: skip
 
 
@@ -134,6 +137,9 @@ def focus_config(
     tile_score: str,
     seed: int,
     focus: str,
+    tile_rule: str = "best",
+    rounding: str = "ceil",
+    newlines: str = "excluded",
 ) -> Any:
     """The FocusConfig of the ``focus_options``."""
     from lrsvqa.focus import FocusConfig
@@ -149,17 +155,64 @@ def focus_config(
         tile_score=tile_score,
         seed=seed,
         focus=focus,
+        tile_rule=tile_rule,
+        rounding=rounding,
+        newlines=newlines,
     )
 
 
 FOCUS_PARAMS = (
     "selector", "keep_ratio", "max_tiles", "budget", "encode_budget", "max_depth",
-    "focus_layers", "tile_score", "seed", "focus",
+    "focus_layers", "tile_score", "seed", "focus", "tile_rule", "rounding", "newlines",
 )  # fmt: skip
 LLM_PRUNE_PARAMS = (
     "llm_prune", "pdrop_layers", "pdrop_ratio", "fastv_k", "fastv_ratio", "fastv_query",
-    "pdrop_positions",
+    "pdrop_positions", "pdrop_rounding",
 )  # fmt: skip
+
+
+def preset_option(func: Any) -> Any:
+    """--preset: a named operating point (``lrsvqa.pipeline.preset``)."""
+    return click.option(
+        "--preset",
+        type=click.Choice(["lrsvqa-release"]),
+        default=None,
+        help="Run exactly the LRS-VQA release's operating point (its pyramid levels, tile "
+        "rule, token layout, prompt and decoding); options given beside it win, with a note.",
+    )(func)
+
+
+def apply_preset(params: dict[str, Any], preset: str | None) -> list[str]:
+    """Set ``params`` (a command's keyword arguments) to ``preset``'s values, except those
+    the user gave on the command line: those win, and a note says so (returned)."""
+    if preset is None:
+        return []
+    from click.core import ParameterSource
+
+    from lrsvqa.pipeline.preset import option_values
+
+    ctx = click.get_current_context(silent=True)
+    notes = []
+    for name, value in option_values(preset).items():
+        if name not in params:
+            continue
+        source = ctx.get_parameter_source(name) if ctx is not None else None
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            if params[name] != value:
+                flag = "--" + {"budget": "budget", "focus_layers": "focus-layer"}.get(
+                    name, name.replace("_", "-")
+                )
+                shown = "per-model value" if value is None else repr(value)
+                notes.append(
+                    f"{flag} {params[name]!r} given beside --preset {preset} replaces the "
+                    f"preset's {shown}"
+                )
+        else:
+            params[name] = value
+    given = ctx.get_parameter_source("max_tiles") if ctx is not None else None
+    if params.get("tile_rule") == "hit" and given == ParameterSource.COMMANDLINE:
+        notes.append("--max-tiles is not read under --tile-rule hit (every hit tile is kept)")
+    return notes
 
 
 def take(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -181,6 +234,7 @@ def llm_prune_options(func: Any) -> Any:
             config_option(P, "fastv_ratio"),
             config_option(P, "fastv_query"),
             config_option(P, "pdrop_positions"),
+            config_option(P, "pdrop_rounding"),
         ],
     )
 
@@ -264,6 +318,7 @@ def llm_prune_config(
     fastv_ratio: float = 0.5,
     fastv_query: str = "all",
     pdrop_positions: str = "keep",
+    pdrop_rounding: str = "compound",
 ) -> Any:
     """The LLMPruneConfig of the ``llm_prune_options``."""
     from lrsvqa.prune import LLMPruneConfig
@@ -284,4 +339,5 @@ def llm_prune_config(
         fastv_ratio=fastv_ratio,
         fastv_query=fastv_query,
         pdrop_positions=pdrop_positions,
+        pdrop_rounding=pdrop_rounding,
     )

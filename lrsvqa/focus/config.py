@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lrsvqa.errors import ConfigError
 
 SELECTORS = ("rfm", "all", "uniform", "random", "thumbnail")
 TILE_SCORES = ("sum", "max", "mean")
+TILE_RULES = ("best", "hit")
+ROUNDINGS = ("ceil", "floor")
+NEWLINE_MODES = ("excluded", "in-softmax")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,67 @@ class FocusConfig:
         },
     )
 
+    tile_rule: str = field(
+        default="best",
+        metadata={
+            "help": "Tiles of the next level: the --max-tiles best by score, or every tile hit "
+            "by a kept token (the LRS-VQA release's rule; --max-tiles is then not read).",
+            "choices": TILE_RULES,
+        },
+    )
+    rounding: str = field(
+        default="ceil",
+        metadata={
+            "help": "Tokens kept = keep ratio x tokens, rounded up (at least 1) or down as "
+            "the release's int().",
+            "choices": ROUNDINGS,
+        },
+    )
+    newlines: str = field(
+        default="excluded",
+        metadata={
+            "help": "Newline tokens (LLaVA families) in focus passes: excluded from the "
+            "ranking, or inside the softmax, ranked, always kept and mapped to the next level "
+            "as the release does (its bias toward the right-most column).",
+            "choices": NEWLINE_MODES,
+        },
+    )
+
+    @classmethod
+    def release(cls, **overrides: Any) -> FocusConfig:
+        """The LRS-VQA release's focus (``eval/model_rsvqa.py`` with ``--pyramid_crop``):
+        the model's RFM ranks the coarsest level's tokens, the top ``int(25 %)`` (newline
+        tokens inside the softmax and always kept) pick *every* next-level tile they hit
+        (``get_next_level_fea`` sets its select count to ``len(counts)``), and there is
+        exactly one zoom step (``forward`` of ``PyramidPruneModule`` stops after
+        ``next_level_index`` 1), where the top ``int(25 %)`` tokens go to the LLM."""
+        base: dict[str, Any] = {
+            "selector": "rfm",
+            "keep_ratio": 0.25,
+            "tile_rule": "hit",
+            "max_depth": 1,
+            "rounding": "floor",
+            "newlines": "in-softmax",
+        }
+        return cls(**{**base, **overrides})
+
+    def keep_count(self, n: int) -> int:
+        """Tokens kept out of ``n``: ``ceil(keep_ratio * n)``, at least 1 (default), or
+        ``int(keep_ratio * n)`` (the release's ``top_k``)."""
+        if self.rounding == "floor":
+            return int(n * self.keep_ratio)
+        return max(1, math.ceil(self.keep_ratio * n)) if n else 0
+
     def __post_init__(self) -> None:
+        for name, allowed in (
+            ("tile_rule", TILE_RULES),
+            ("rounding", ROUNDINGS),
+            ("newlines", NEWLINE_MODES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         if self.selector not in SELECTORS:
             raise ConfigError(
                 f"unknown selector {self.selector!r}; choose one of {', '.join(SELECTORS)}"
@@ -95,4 +159,13 @@ class FocusConfig:
             raise ConfigError(f"layers must be non-negative layer indices, got {self.layers}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # the release's knobs appear only when set, so older run manifests still match
+        for name in ("tile_rule", "rounding", "newlines"):
+            if data[name] == _field_default(name):
+                del data[name]
+        return data
+
+
+def _field_default(name: str) -> Any:
+    return next(f.default for f in fields(FocusConfig) if f.name == name)

@@ -28,7 +28,12 @@ import numpy as np
 import torch
 
 from lrsvqa.errors import ConfigError, ModelError
-from lrsvqa.focus.scoring import ScoreResult, candidate_distribution, scores_to_grids
+from lrsvqa.focus.scoring import (
+    ScoreResult,
+    candidate_distribution,
+    newline_candidates,
+    split_scores,
+)
 
 if TYPE_CHECKING:
     from lrsvqa.models.base import Adapter, PreparedInputs, VisionSegment
@@ -354,6 +359,7 @@ class DistilledScorer:
         self.meta = meta
         self.source = source
         self._checked: set[int] = set()
+        self.newlines = False  # newline tokens inside the softmax (the release preset)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -375,11 +381,14 @@ class DistilledScorer:
         self._check(adapter)
         inputs = adapter.build_inputs(segments, question)
         candidates = candidate_positions(inputs)
+        seps = newline_candidates(inputs) if self.newlines else None
+        if seps is not None:  # the release's RFM softmax holds the newline tokens too
+            candidates = torch.cat([candidates, inputs.separator_positions.cpu()[seps]])
         positions = _generation_positions(adapter, inputs)
         with torch.inference_mode():
             dist = self.module.distribution(inputs.inputs_embeds, positions, candidates)
-        grids = scores_to_grids(dist.double().cpu().numpy(), inputs, segments)
-        return ScoreResult(grids, inputs.length, inputs.length, inputs.length)
+        n = inputs.length
+        return split_scores(dist.double().cpu().numpy(), inputs, segments, seps, n, n)
 
     def describe(self) -> dict[str, Any] | None:
         return self.meta.to_dict()

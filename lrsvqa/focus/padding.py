@@ -22,6 +22,15 @@ if TYPE_CHECKING:
 def inside_mask(pyramid: DynamicImagePyramid, tile: Tile, grid: tuple[int, int]) -> np.ndarray:
     """(rows, cols) mask of the tile's tokens whose footprint lies (partly) inside the image."""
     rows, cols = grid
+    if getattr(getattr(pyramid, "config", None), "levels", "pow2") == "release":
+        # the release's unpadding: the level's token grid cut with int() (a token row or
+        # column only partly inside the image is padding there)
+        from lrsvqa.pyramid.grid import release_token_extent
+
+        limit_r, limit_c = release_token_extent(pyramid.level(tile.level), grid)
+        r = tile.row * rows + np.arange(rows)
+        c = tile.col * cols + np.arange(cols)
+        return (r[:, None] < limit_r) & (c[None, :] < limit_c)
     w, h = pyramid.scene.width, pyramid.scene.height
     window = tile.window
     xs = window.col_off + (np.arange(cols) * window.width) // cols

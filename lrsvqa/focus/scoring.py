@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
-    import torch
-
     from lrsvqa.models.base import Adapter, PreparedInputs, VisionSegment
 
 
@@ -22,6 +21,9 @@ class ScoreResult:
     sequence_length: int  # tokens of the pass's prompt
     tokens_run: int  # of those, tokens the decoder layers actually ran (a cached prefix is not)
     keys: int  # positions each of them attended to
+    # newlines inside the softmax (``FocusConfig.newlines="in-softmax"``): the score of the
+    # newline ending each (group, row) of the candidates; the grids and these sum to 1
+    separators: dict[tuple[int, int], float] | None = None
 
 
 class TokenScorer(Protocol):
@@ -54,8 +56,9 @@ class AttentionScorer:
 
     name = "attention"
 
-    def __init__(self, layers: Sequence[int] | None = None):
+    def __init__(self, layers: Sequence[int] | None = None, *, newlines: bool = False):
         self.layers = tuple(layers) if layers is not None else None
+        self.newlines = newlines  # newline tokens inside the softmax, as the release
 
     def resolve_layers(self, adapter: Adapter) -> tuple[int, ...]:
         from lrsvqa.errors import ConfigError
@@ -78,12 +81,46 @@ class AttentionScorer:
         readout = adapter.attention_readout(inputs, layers)  # weights: (layers, heads, n_vision)
         attention = readout.weights
         candidate = (inputs.vision_segment >= 1).to(attention.device)
-        scores = candidate_distribution(attention, candidate)
-        grids = scores_to_grids(scores.double().cpu().numpy(), inputs, segments)
-        return ScoreResult(grids, inputs.length, readout.tokens_run, readout.keys)
+        seps = newline_candidates(inputs) if self.newlines else None
+        if seps is not None and readout.separator_weights is not None:
+            attention = torch.cat([attention, readout.separator_weights.to(attention.device)], -1)
+            candidate = torch.cat([candidate, seps.to(attention.device)])
+        scores = candidate_distribution(attention, candidate).double().cpu().numpy()
+        return split_scores(scores, inputs, segments, seps, readout.tokens_run, readout.keys)
 
     def describe(self) -> dict[str, Any] | None:
         return None
+
+
+def newline_candidates(inputs: PreparedInputs) -> torch.Tensor | None:
+    """(n_separators,) mask of the newlines that end rows of candidate tiles, or None when
+    the input has none (or the adapter does not say which rows they end)."""
+    if inputs.separator_groups is None or inputs.separator_positions.numel() == 0:
+        return None
+    return inputs.separator_groups.cpu() >= 1
+
+
+def split_scores(
+    scores: np.ndarray,
+    inputs: PreparedInputs,
+    segments: Sequence[VisionSegment],
+    seps: torch.Tensor | None,
+    tokens_run: int,
+    keys: int,
+) -> ScoreResult:
+    """Scores over the candidates (vision tokens, then any newlines) → a ``ScoreResult``."""
+    n_vision = int((inputs.vision_segment >= 1).sum())
+    grids = scores_to_grids(scores[:n_vision], inputs, segments)
+    separators = None
+    if seps is not None:
+        assert inputs.separator_groups is not None and inputs.separator_rows is not None
+        groups = inputs.separator_groups.cpu()[seps].tolist()
+        rows = inputs.separator_rows.cpu()[seps].tolist()
+        separators = {
+            (int(g), int(r)): float(v)
+            for g, r, v in zip(groups, rows, scores[n_vision:], strict=True)
+        }
+    return ScoreResult(grids, inputs.length, tokens_run, keys, separators)
 
 
 def candidate_distribution(attention: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 # Encodes tiles (cached by the caller) → one VisionTokens per tile.
 EncodeTiles = Callable[[Sequence[Tile]], "list[VisionTokens]"]
-# Scores candidate tiles' tokens given the thumbnail → one (rows, cols) array per tile.
-ScoreTiles = Callable[["VisionTokens", Sequence[Tile], "list[VisionTokens]"], list[np.ndarray]]
+# Scores candidate tiles' tokens given the thumbnail → one (rows, cols) array per tile, or
+# a ``ScoreResult`` (its grids, and the newline scores when newlines are in the softmax).
+ScoreTiles = Callable[["VisionTokens", Sequence[Tile], "list[VisionTokens]"], Any]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class LevelFocus:
     """What happened at one level: tiles encoded, their token scores, tiles chosen."""
 
     level: int
-    factor: int
+    factor: float
     encoded: list[Tile]
     token_scores: list[np.ndarray] | None  # per encoded tile, (rows, cols); None: unscored
     chosen: list[TileChoice]  # passed to the next level (at the finest: the final tiles)
@@ -139,21 +140,34 @@ def select(
             _inside(pyramid, tile, tok.grid) for tile, tok in zip(candidates, tokens, strict=True)
         ]
         scores = None
+        separators: dict[tuple[int, int], float] = {}
         if config.selector == "rfm":
             assert score is not None
-            scores = _only_inside(score(thumbnail, candidates, tokens), inside)
+            scored = score(thumbnail, candidates, tokens)
+            if not isinstance(scored, list):
+                separators = dict(getattr(scored, "separators", None) or {})
+                scored = scored.grids
+            if config.newlines == "in-softmax" and separators:
+                scores = [np.where(m, s, 0.0) for s, m in zip(scored, inside, strict=True)]
+            else:
+                separators = {}
+                scores = _only_inside(scored, inside)
         next_level_cost = config.max_tiles * tokens_per_tile
         budget_left = config.encode_budget is None or (
             encoded_total + next_level_cost <= config.encode_budget
         )
         next_tiles: list[Tile] = []
         if level < stop and budget_left:
-            if scores is not None:
+            if scores is not None and config.tile_rule == "hit":
+                chosen, next_tiles = descend_by_hits(
+                    pyramid, config, candidates, scores, inside, separators, level
+                )
+            elif scores is not None:
                 chosen, next_tiles = _descend_by_score(pyramid, config, candidates, scores, level)
             else:
                 chosen, next_tiles = _descend_blind(pyramid, config, candidates, rng)
         if not next_tiles:
-            keep = _final_keep(config, tokens, scores, inside, rng, llm_room)
+            keep = _final_keep(config, tokens, scores, inside, rng, llm_room, separators)
             totals = (
                 [_tile_total(g, k, config) for g, k in zip(scores, keep, strict=True)]
                 if scores is not None
@@ -231,7 +245,7 @@ def _descend_by_score(
 ) -> tuple[list[TileChoice], list[Tile]]:
     """Keep the top tokens, map them to next-level tiles, keep the best ``max_tiles``."""
     flat = np.concatenate([s.ravel() for s in scores])
-    n_keep = max(1, math.ceil(config.keep_ratio * flat.size))
+    n_keep = config.keep_count(flat.size)
     threshold_order = np.argsort(-flat, kind="stable")[:n_keep]
     kept_mask = np.zeros(flat.size, dtype=bool)
     kept_mask[threshold_order] = True
@@ -266,6 +280,64 @@ def _descend_by_score(
     return [c for c in chosen if c.kept_tokens], sorted(tiles_by_key[k] for k in best)
 
 
+def descend_by_hits(
+    pyramid: DynamicImagePyramid,
+    config: FocusConfig,
+    candidates: list[Tile],
+    scores: list[np.ndarray],
+    inside: list[np.ndarray],
+    separators: dict[tuple[int, int], float],
+    level: int,
+) -> tuple[list[TileChoice], list[Tile]]:
+    """The release's rule (``get_next_level_fea``): the top ``keep_count`` of the tokens in
+    the softmax (newlines included when they are scored, and then every newline kept) each
+    hit the next-level tile at the same *relative* place of the level's unpadded token grid
+    — cell (R, C) of an H x W' grid hits tile (floor(R * rows / H), floor(C * cols / W')),
+    W' counting the newline column — and every tile hit goes on (no ``max_tiles``)."""
+    finer = pyramid.level(level + 1)
+    grid = scores[0].shape
+    height, width = level_token_extent(pyramid, level, grid)
+    wide = width + 1 if separators else width  # the newline column
+    cells: list[tuple[float, int, int, int]] = []  # (score, tile index, R, C)
+    for n, (tile, g, m) in enumerate(zip(candidates, scores, inside, strict=True)):
+        for r, c in zip(*np.nonzero(m), strict=True):
+            cells.append(
+                (float(g[r, c]), n, tile.row * grid[0] + int(r), tile.col * grid[1] + int(c))
+            )
+    newline_cells = [(v, -1, row, width) for (_, row), v in sorted(separators.items())]
+    ranked = sorted(cells + newline_cells, key=lambda t: -t[0])
+    top = ranked[: config.keep_count(len(ranked))]
+    hits = top + [cell for cell in newline_cells if cell not in top]  # newlines always kept
+    keys: set[tuple[int, int]] = set()
+    for _, _, big_r, big_c in hits:
+        row = min(finer.rows - 1, big_r * finer.rows // height)
+        col = min(finer.cols - 1, big_c * finer.cols // wide)
+        keys.add((row, col))
+    kept_per_tile: dict[int, list[float]] = {}
+    for value, n, _, _ in top:
+        if n >= 0:
+            kept_per_tile.setdefault(n, []).append(value)
+    chosen = [
+        TileChoice(candidates[n], float(sum(v)), len(v)) for n, v in sorted(kept_per_tile.items())
+    ]
+    return chosen, [pyramid.tile(level + 1, r, c) for r, c in sorted(keys)]
+
+
+def level_token_extent(
+    pyramid: DynamicImagePyramid, level: int, grid: tuple[int, int]
+) -> tuple[int, int]:
+    """(rows, cols) of level ``level``'s whole-scene token grid that lie in the image: the
+    release's ``int()`` unpadding for release levels, else every token row and column whose
+    footprint starts inside the image."""
+    from lrsvqa.pyramid.grid import release_token_extent
+
+    lvl = pyramid.level(level)
+    if pyramid.config.levels == "release":
+        return release_token_extent(lvl, grid)
+    cell_h, cell_w = pyramid.tile_size / grid[0], pyramid.tile_size / grid[1]
+    return math.ceil(lvl.height / cell_h), math.ceil(lvl.width / cell_w)
+
+
 def _descend_blind(
     pyramid: DynamicImagePyramid,
     config: FocusConfig,
@@ -292,17 +364,27 @@ def _final_keep(
     inside: list[np.ndarray],
     rng: np.random.Generator,
     llm_room: int,
+    separators: dict[tuple[int, int], float] | None = None,
 ) -> list[np.ndarray]:
     """Indices of the tokens of each final tile that reach the LLM (never padding)."""
     total = sum(t.n for t in tokens)
     valid = np.concatenate([m.ravel() for m in inside])
     candidates = np.nonzero(valid)[0]
-    n_keep = min(llm_room, len(candidates), max(1, math.ceil(config.keep_ratio * total)))
+    if config.rounding == "floor":  # the release: int(25 %) of what its softmax held
+        seps = np.array(sorted((separators or {}).values()), dtype=np.float64)
+        n_keep = min(llm_room, len(candidates), config.keep_count(len(candidates) + len(seps)))
+    else:
+        seps = np.zeros(0)
+        n_keep = min(llm_room, len(candidates), config.keep_count(total))
     if n_keep >= total:
         return [np.arange(t.n) for t in tokens]
     if scores is not None:
         flat = np.concatenate([s.ravel() for s in scores])
         ranked = candidates[np.argsort(-flat[candidates], kind="stable")]
+        if len(seps):  # newlines ranked among the tokens take places of the top int(25 %)
+            both = np.concatenate([flat[candidates], seps])
+            top = np.argsort(-both, kind="stable")[:n_keep]
+            n_keep = int(np.sum(top < len(candidates)))
         order = ranked[:n_keep]
     elif config.selector == "uniform":
         order = candidates[

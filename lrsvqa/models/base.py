@@ -91,6 +91,10 @@ class VisionSegment:
     offset: tuple[int, int] = (0, 0)
     group: int = 0
     kind: Literal["thumbnail", "tile"] = "tile"
+    # rows of the group's frame that each end with a newline even when none of their tokens
+    # is kept (the release keeps one newline per row of a level's grid); None: only rows
+    # holding a kept token get one (stock unpadding)
+    frame_rows: int | None = None
 
 
 @dataclass
@@ -105,6 +109,10 @@ class PreparedInputs:
     vision_segment: torch.Tensor  # (n_vision,) index into the segments given to build_inputs
     vision_index: torch.Tensor  # (n_vision,) raster index of the token inside its image
     separator_positions: torch.Tensor  # sequence indices of newline / separator tokens
+    # (n_separators,) the segment group and the group-grid row each newline ends (None:
+    # the adapter does not say; focus passes then cannot put newlines in the softmax)
+    separator_groups: torch.Tensor | None = None
+    separator_rows: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -118,6 +126,8 @@ class AttentionReadout:
     weights: torch.Tensor  # (layers, heads, n_vision) softmax attention of the last token
     tokens_run: int  # positions the decoder layers ran (fewer when a KV-cached prefix is reused)
     keys: int  # positions each of them attended to
+    # (layers, heads, n_separators) the same softmax at the newline positions, when known
+    separator_weights: torch.Tensor | None = None
 
 
 @dataclass

@@ -38,6 +38,7 @@ RELEASE_ARCHITECTURES = {
     "LlavaQwen2ForCausalLM": "qwen2",
 }
 IMAGE_TOKEN = "<image>"
+NEWLINE_FILE = "image_newline.safetensors"  # the release's learned newline (spatial_unpad)
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
@@ -182,6 +183,8 @@ def map_name(name: str, n_rfm: int) -> tuple[str, str]:
         if int(m.group(1)) >= n_rfm:
             raise ModelError(f"unexpected RFM tensor {name}: the RFM has {n_rfm} layers")
         return "rfm", f"layers.{m.group(1)}.{m.group(2)}"
+    if name == "model.image_newline":  # spatial_unpad's newline: the preset's row separator
+        return "extra", "image_newline"
     if name == "model.mm_projector.token_pruner.norm.weight":
         return "unused", "RFM final norm (the focus readout reads attention, not hidden states)"
     m = re.fullmatch(r"model\.mm_projector\.(?:mlp_projector\.)?([02])\.(weight|bias)", name)
@@ -297,6 +300,7 @@ def convert_release(
     report = ConversionReport(source=str(src), llm=llm)
     plan: dict[str, str] = {}
     rfm_state: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
     for name in sorted(tensors):
         kind, target = map_name(name, n_rfm)
         if kind == "unused":
@@ -304,6 +308,9 @@ def convert_release(
         elif kind == "rfm":
             report.rfm[name] = target
             rfm_state[target] = tensors[name]()
+        elif kind == "extra":
+            extras[target] = tensors[name]().contiguous()
+            report.mapped[name] = f"{NEWLINE_FILE}:{target}"
         else:
             plan[name] = target
     got_layers = {int(k.split(".")[1]) for k in rfm_state}
@@ -382,6 +389,8 @@ def convert_release(
 
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    if extras:  # stock LLaVA-1.5 has no image_newline; --preset lrsvqa-release reads it here
+        save_file(extras, str(out / NEWLINE_FILE), metadata={"format": "pt"})
     config.save_pretrained(out)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessorPil(

@@ -20,7 +20,7 @@ import inspect
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +39,12 @@ from lrsvqa.models.base import (
 )
 from lrsvqa.models.generation import forced_greedy, settings_record
 from lrsvqa.models.hooks import read_attention, run_until
+from lrsvqa.models.release_format import (
+    InputFormat,
+    release_prompt,
+    release_token_ids,
+    separator_token_id,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -149,6 +155,16 @@ class HFAdapter(Adapter):
         # Vision prefixes of recent focus passes (one per pyramid level of the current scene).
         self._focus_prefixes: list[_FocusPrefix] = []
         self.prefix_hits = 0
+        self.input_format = InputFormat()  # the model's own (stock) input format
+
+    def use_input_format(self, fmt: InputFormat) -> None:
+        """Lay out LLM inputs as ``fmt`` says (the release preset: its prompts, the ``:``
+        separator, a newline per tile row); ``InputFormat()`` is the stock format."""
+        if fmt.global_separator:
+            separator_token_id(self.tokenizer)  # a tokenizer without ':' fails now
+        self.input_format = fmt
+        self._caps = None
+        self._focus_prefixes.clear()
 
     # ----------------------------------------------------------------- description
     @classmethod
@@ -164,7 +180,10 @@ class HFAdapter(Adapter):
     @property
     def capabilities(self) -> Capabilities:
         if self._caps is None:
-            self._caps = self.capabilities_for(self.model.config)
+            caps = self.capabilities_for(self.model.config)
+            if self.input_format.newline_rows and not caps.newline_tokens:
+                caps = replace(caps, newline_tokens=True)
+            self._caps = caps
         return self._caps
 
     @property
@@ -223,6 +242,11 @@ class HFAdapter(Adapter):
         return msgs
 
     def prompt(self, n_images: int, question: str, system: str | None = None) -> str:
+        fmt = self.input_format.prompt_format
+        if fmt is not None:
+            if n_images != 1:
+                raise ModelError(f"the release's {fmt} prompt holds one image, not {n_images}")
+            return release_prompt(fmt, question, system)
         text = self.processor.apply_chat_template(
             self.messages(n_images, question, system), add_generation_prompt=True, tokenize=False
         )
@@ -277,11 +301,19 @@ class HFAdapter(Adapter):
                 cells.append((r0 + r, c0 + c, s, i))
         cells.sort(key=lambda t: (t[0], t[1]))  # stable: ties keep segment order
         newline = self.capabilities.newline_tokens and segments[members[0]].kind == "tile"
+        frames = [f for s in members if (f := segments[s].frame_rows) is not None]
+        every_row = max(frames) if newline and frames else 0
         entries: list[LayoutEntry] = []
+        last_row = -1
         for n, (r, c, s, i) in enumerate(cells):
+            for empty in range(last_row + 1, min(r, every_row)):  # rows with no kept token
+                entries.append(LayoutEntry(Slot.SEPARATOR, empty, -1))
+            last_row = max(last_row, r)
             entries.append(LayoutEntry(Slot.VISION, r, c, segment=s, index=i))
             if newline and (n + 1 == len(cells) or cells[n + 1][0] != r):
                 entries.append(LayoutEntry(Slot.SEPARATOR, r, c))
+        for empty in range(last_row + 1, every_row):
+            entries.append(LayoutEntry(Slot.SEPARATOR, empty, -1))
         return ImageBlock(entries, (rows, cols))
 
     def llm_vision_positions(self, segments: Sequence[VisionSegment]) -> int:
@@ -291,8 +323,17 @@ class HFAdapter(Adapter):
     def prompt_text_tokens(self, question: str, n_images: int) -> int:
         """Text tokens of the prompt around ``n_images`` image placeholders (placeholders
         excluded): what the chat template adds besides the vision positions."""
-        ids = self.tokenizer(self.prompt(n_images, question))["input_ids"]
-        return sum(1 for t in ids if t != self.image_token_id)
+        ids = self.prompt_ids(n_images, question)
+        extra = 1 if self.input_format.global_separator else 0
+        return extra + sum(1 for t in ids if t != self.image_token_id)
+
+    def prompt_ids(self, n_images: int, question: str, system: str | None = None) -> list[int]:
+        """Token ids of the prompt, one image id per placeholder (the release preset
+        tokenizes around ``<image>`` as its ``tokenizer_image_token``)."""
+        text = self.prompt(n_images, question, system)
+        if self.input_format.prompt_format is not None:
+            return release_token_ids(self.tokenizer, text, self.image_token_id)
+        return list(self.tokenizer(text)["input_ids"])
 
     def build_inputs(
         self,
@@ -308,7 +349,7 @@ class HFAdapter(Adapter):
             per_hole = [list(range(len(blocks)))] if blocks else []
         else:
             per_hole = [[b] for b in range(len(blocks))]
-        ids: list[int] = self.tokenizer(self.prompt(len(per_hole), question, system))["input_ids"]
+        ids = self.prompt_ids(len(per_hole), question, system)
         image_id = self.image_token_id
         holes = [i for i, t in enumerate(ids) if t == image_id]
         if len(holes) != len(per_hole):
@@ -322,7 +363,14 @@ class HFAdapter(Adapter):
         for hole, members in zip(holes, per_hole, strict=True):
             seq.extend(ids[prev:hole])
             placed.extend([_TEXT] * (hole - prev))
-            for b in members:
+            for n, b in enumerate(members):
+                if (
+                    n
+                    and self.input_format.global_separator
+                    and segments[blocks[members[n - 1]][0]].kind == "thumbnail"
+                ):  # the release's ':' between global and local tokens
+                    seq.append(separator_token_id(self.tokenizer))
+                    placed.append(_TEXT)
                 for e in layouts[b].entries:
                     seq.append(image_id)
                     placed.append(Placed(e.kind, b, e))
@@ -348,6 +396,11 @@ class HFAdapter(Adapter):
             if len(sep_pos):
                 embeds[0, sep_pos.to(device)] = self.separator_embedding().to(device, embeds.dtype)
         position_ids = self.position_ids(placed, layouts)
+        sep_entries = [placed[p] for p in sep_pos.tolist()]
+        sep_groups = [
+            segments[blocks[p.block][0]].group if p.block is not None else -1 for p in sep_entries
+        ]
+        sep_rows = [p.entry.row if p.entry is not None else -1 for p in sep_entries]
         return PreparedInputs(
             inputs_embeds=embeds,
             attention_mask=torch.ones_like(input_ids),
@@ -357,6 +410,8 @@ class HFAdapter(Adapter):
             vision_segment=torch.tensor(seg_idx, dtype=torch.long),
             vision_index=torch.tensor(tok_idx, dtype=torch.long),
             separator_positions=sep_pos,
+            separator_groups=torch.tensor(sep_groups, dtype=torch.long),
+            separator_rows=torch.tensor(sep_rows, dtype=torch.long),
         )
 
     @staticmethod
@@ -437,7 +492,13 @@ class HFAdapter(Adapter):
             finally:
                 prefix.trim()
         weights = full[:, :, inputs.vision_positions.to(full.device)]
-        return AttentionReadout(weights, tokens_run=inputs.length - reused, keys=inputs.length)
+        separators = full[:, :, inputs.separator_positions.to(full.device)]
+        return AttentionReadout(
+            weights,
+            tokens_run=inputs.length - reused,
+            keys=inputs.length,
+            separator_weights=separators,
+        )
 
     def _prefix_for(
         self, inputs: PreparedInputs, positions: torch.Tensor, deepest: int

@@ -63,6 +63,17 @@ class LlavaAdapter(HFAdapter):
             vision_flops_per_tile=vit_flops_per_image(v, cls_token=cls.cls_token) + proj,
         )
 
+    def separator_embedding(self) -> torch.Tensor:
+        """The newline of the release format (LLaVA-1.5 has none of its own)."""
+        if not self.input_format.newline_rows:
+            return super().separator_embedding()
+        cached = getattr(self, "_newline", None)
+        if cached is None:
+            from lrsvqa.models.release_format import newline_stand_in
+
+            cached = self._newline = newline_stand_in(self.model, self.tokenizer)
+        return cached
+
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) pixels -> (N, grid*grid, hidden) LLM-space features, stock selection."""
         cfg = self.model.config

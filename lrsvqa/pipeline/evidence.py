@@ -21,7 +21,7 @@ class TileEvidence:
     """A tile the focus chose: where it is, how strongly, how many tokens it kept."""
 
     level: int
-    factor: int
+    factor: float
     row: int
     col: int
     window: Window  # native pixels, clipped to the image

@@ -72,7 +72,7 @@ def render_overlay(
         scored = "scored" if lvl.token_scores is not None else "read"
         panels.append(
             (
-                f"level {lvl.level} (1/{lvl.factor}): {len(lvl.encoded)} tiles {scored}, "
+                f"level {lvl.level} (1/{_factor(lvl.factor)}): {len(lvl.encoded)} tiles {scored}, "
                 f"{len(lvl.chosen)} chosen",
                 panel,
             )
@@ -197,3 +197,8 @@ def _legend(draw: ImageDraw.ImageDraw, canvas: Image.Image, levels: list[int], f
         fill=(200, 200, 200),
         font=font,
     )
+
+
+def _factor(factor: float) -> str:
+    """A level's scale for a label: ``4`` for power-of-two levels, ``27.11`` for release ones."""
+    return str(int(factor)) if float(factor).is_integer() else f"{factor:.2f}"

@@ -14,6 +14,8 @@ from lrsvqa.focus.padding import unpadded_keep
 from lrsvqa.io.scene import Scene
 from lrsvqa.pipeline.answer import Answer
 from lrsvqa.pipeline.evidence import evidence_of
+from lrsvqa.pipeline.preset import Preset
+from lrsvqa.pipeline.preset import resolve as resolve_preset
 from lrsvqa.pipeline.progress import ProgressCallback, TileBar
 from lrsvqa.pipeline.session import SceneSession, SessionCache
 from lrsvqa.pipeline.trace import Trace
@@ -30,7 +32,7 @@ from lrsvqa.pyramid import PyramidConfig, Tile
 if TYPE_CHECKING:
     import numpy as np
 
-    from lrsvqa.models.base import Adapter, VisionTokens
+    from lrsvqa.models.base import Adapter, VisionSegment, VisionTokens
 
 MAX_QUESTION_CHARS = 4000
 
@@ -63,32 +65,63 @@ class Pipeline:
         focus: FocusConfig | None = None,
         prune: PruneConfig | None = None,
         pyramid: PyramidConfig | None = None,
-        max_new_tokens: int = 32,
+        max_new_tokens: int | None = None,
         progress: bool = False,
         max_scenes: int = 2,
+        preset: str | None = None,
     ):
-        caps = adapter.capabilities
         self.adapter = adapter
+        # A preset resolves every setting for this model; configs given beside it win.
+        self.preset: Preset | None = resolve_preset(preset, adapter) if preset else None
+        if self.preset is not None:
+            adapter_format = getattr(adapter, "use_input_format", None)
+            if adapter_format is None:
+                raise ConfigError(
+                    f"--preset {preset}: {type(adapter).__name__} has no input format"
+                )
+            adapter_format(self.preset.input_format)
+            focus = focus or self.preset.focus
+            prune = prune or self.preset.prune
+            pyramid = pyramid or self.preset.pyramid
+            max_new_tokens = max_new_tokens or self.preset.max_new_tokens
+        max_new_tokens = 32 if max_new_tokens is None else max_new_tokens
+        caps = adapter.capabilities
         self.focus = focus or FocusConfig()
         self.prune = prune or PruneConfig()
-        # Tiles and thumbnail follow the model: its tile size and base input size.
+        # Tiles and thumbnail follow the model: its tile size and base input size (the
+        # release's levels keep their 336 px blocks for Qwen too: any multiple of 28 works).
         base = pyramid or PyramidConfig()
-        self.pyramid = replace(base, tile_size=caps.tile_size, thumbnail_size=caps.thumbnail_size)
+        if base.levels == "release" and caps.mrope:
+            self.pyramid = base
+        else:
+            self.pyramid = replace(
+                base, tile_size=caps.tile_size, thumbnail_size=caps.thumbnail_size
+            )
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         self.max_new_tokens = max_new_tokens
         self.progress = progress
         self.sessions = SessionCache(max_scenes, progress=progress)
-        self.scorer: TokenScorer = AttentionScorer(self.focus.layers)
+        newlines = self.focus.newlines == "in-softmax"
+        self.scorer: TokenScorer = AttentionScorer(self.focus.layers, newlines=newlines)
         if self.focus.focus.startswith("distilled:"):
             from lrsvqa.focus.distilled import load_scorer
 
-            self.scorer = load_scorer(self.focus.focus.split(":", 1)[1], adapter)
+            distilled = load_scorer(self.focus.focus.split(":", 1)[1], adapter)
+            distilled.newlines = newlines
+            self.scorer = distilled
         if self.focus.selector == "rfm":
             self.scorer.resolve_layers(adapter)  # bad layer indices fail now, not mid-run
         self.prune.llm.validate(caps.num_layers)
         if caps.thumbnail_size == caps.tile_size:  # the thumbnail is one square tile
             self._check_budget(caps.n_tokens_per_tile)
+
+    @property
+    def tokens_per_tile(self) -> int:
+        """LLM vision tokens of one pyramid tile (after any pooling)."""
+        caps = self.adapter.capabilities
+        per_side = self.pyramid.tile_size // (caps.patch_size * self.pyramid.tile_pool)
+        return per_side * per_side
 
     @classmethod
     def from_pretrained(
@@ -101,8 +134,9 @@ class Pipeline:
         focus: FocusConfig | None = None,
         prune: PruneConfig | None = None,
         pyramid: PyramidConfig | None = None,
-        max_new_tokens: int = 32,
+        max_new_tokens: int | None = None,
         progress: bool = False,
+        preset: str | None = None,
     ) -> Pipeline:
         """Load a model by Hugging Face id (default: ``lrsvqa.models.DEFAULT_MODEL_ID``)
         or ``tiny/<family>`` (a random offline model: meaningless answers)."""
@@ -118,6 +152,7 @@ class Pipeline:
             pyramid=pyramid,
             max_new_tokens=max_new_tokens,
             progress=progress,
+            preset=preset,
         )
 
     @property
@@ -130,7 +165,14 @@ class Pipeline:
 
     def config_dict(self) -> dict[str, Any]:
         """Every stage's config plus the model's id and revision."""
+        input_format = getattr(self.adapter, "input_format", None)
+        extra: dict[str, Any] = {}
+        if self.preset is not None:  # only then, so older run manifests still match
+            extra["preset"] = self.preset.name
+            extra["input_format"] = input_format.to_dict() if input_format is not None else None
+            extra["max_new_tokens"] = self.max_new_tokens
         return {
+            **extra,
             "model_id": self.adapter.model_id,
             "revision": self.adapter.revision,
             "family": self.adapter.capabilities.family,
@@ -195,14 +237,17 @@ class Pipeline:
                 score=partial(self._score, session, question, trace)
                 if self.focus.selector == "rfm"
                 else None,
-                tokens_per_tile=self.adapter.capabilities.n_tokens_per_tile,
+                tokens_per_tile=self.tokens_per_tile,
             )
             trace.emit("generate")
             with trace.watch.timing("generate"):
                 segments, cut = fit_budget(
                     self.adapter,
-                    assemble_segments(
-                        focus, thumbnail, self.prune, mrope=self.adapter.capabilities.mrope
+                    self._every_row(
+                        session,
+                        assemble_segments(
+                            focus, thumbnail, self.prune, mrope=self.adapter.capabilities.mrope
+                        ),
                     ),
                     self.focus.token_budget,
                     focus,
@@ -264,11 +309,33 @@ class Pipeline:
                 unpadded_keep(session.pyramid, tile, tok.grid)
                 for tile, tok in zip(tiles, tokens, strict=True)
             ]
-            segments = [
-                thumbnail_segment(thumbnail),
-                *tile_segments(tiles, tokens, keeps, compact=compact),
-            ]
+            segments = self._every_row(
+                session,
+                [
+                    thumbnail_segment(thumbnail),
+                    *tile_segments(tiles, tokens, keeps, compact=compact),
+                ],
+            )
             return trace.scored(self.scorer.score(self.adapter, segments, question)).grids
+
+    def _every_row(
+        self, session: SceneSession, segments: list[VisionSegment]
+    ) -> list[VisionSegment]:
+        """Under the release format every row of a level's unpadded token grid ends with a
+        newline, whether or not it holds a kept token (``prune_and_construct_features``
+        keeps all newline indices of the level's grid)."""
+        fmt = getattr(self.adapter, "input_format", None)
+        if fmt is None or not fmt.newline_rows:
+            return segments
+        from lrsvqa.focus.select import level_token_extent
+
+        out = []
+        for seg in segments:
+            if seg.kind == "tile":
+                rows, _ = level_token_extent(session.pyramid, seg.group - 1, seg.tokens.grid)
+                seg = replace(seg, frame_rows=rows)
+            out.append(seg)
+        return out
 
     def _read_layers(self) -> tuple[int, ...]:
         """Decoder layers a focus pass reads (it runs the ones below the deepest in full)."""

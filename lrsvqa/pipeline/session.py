@@ -125,7 +125,7 @@ class SceneSession:
             with watch.timing("read"):
                 images = self.pyramid.read_tiles(batch)
             with watch.timing("encode"):
-                encoded = self.adapter.encode(images)
+                encoded = self._pooled(self.adapter.encode(images))
             for tile, tokens in zip(batch, encoded, strict=True):
                 self._store(tile.key, tokens)
             if on_batch is not None:
@@ -134,11 +134,20 @@ class SceneSession:
         for tile in tiles:
             cached = self._tiles.get(tile.key)
             if cached is None:  # evicted by this very call (cap smaller than one question)
-                cached = self.adapter.encode(self.pyramid.read_tiles([tile]))[0]
+                cached = self._pooled(self.adapter.encode(self.pyramid.read_tiles([tile])))[0]
             else:
                 self._tiles.move_to_end(tile.key)
             out.append(cached)
         return EncodedTiles(out, [t.key in fresh for t in tiles])
+
+    def _pooled(self, tokens: list[VisionTokens]) -> list[VisionTokens]:
+        """Tile tokens pooled ``tile_pool`` x ``tile_pool`` (the release's 2 x 2 for LLaVA)."""
+        pool = self.pyramid.config.tile_pool
+        if pool == 1:
+            return tokens
+        from lrsvqa.models.release_format import pool_tokens
+
+        return [pool_tokens(t, pool) for t in tokens]
 
     def _store(self, key: tuple[int, int, int], tokens: VisionTokens) -> None:
         size = tokens.embeds.element_size() * tokens.embeds.nelement()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 LLM_METHODS = ("none", "pdrop", "fastv")
 FASTV_QUERIES = ("all", "last")
 PDROP_POSITIONS = ("keep", "compact")
+PDROP_ROUNDINGS = ("compound", "release")
 
 
 def default_pdrop_layers(num_layers: int) -> tuple[int, ...]:
@@ -72,6 +73,37 @@ class LLMPruneConfig:
         },
     )
 
+    # how many image tokens stage s keeps: round(n_{s-1} * λ) of the tokens still present
+    # ("compound"), or int(N * λ^s) of the original N (the release's rule)
+    pdrop_rounding: str = field(
+        default="compound",
+        metadata={
+            "help": "PyramidDrop's kept count at stage s: λ times the tokens still present "
+            "(rounded half up), or int(N·λ^s) of the original N as the release.",
+            "choices": PDROP_ROUNDINGS,
+        },
+    )
+
+    @classmethod
+    def release(cls, **overrides: Any) -> LLMPruneConfig:
+        """The release's PyramidDrop bookkeeping (no dropping unless ``method`` says so):
+        positions re-compacted after each drop, ``int(N * λ**s)`` kept at stage ``s``."""
+        base: dict[str, Any] = {"pdrop_positions": "compact", "pdrop_rounding": "release"}
+        return cls(**{**base, **overrides})
+
+    def stage_counts(self, n: int, stages: int) -> list[int]:
+        """Image tokens kept after each of ``stages`` PyramidDrop stages, from ``n``."""
+        from lrsvqa.prune.pyramid_drop import keep_count
+
+        out, current = [], n
+        for s in range(1, stages + 1):
+            if self.pdrop_rounding == "release":
+                current = min(current, int(n * self.pdrop_ratio**s))
+            else:
+                current = keep_count(current, self.pdrop_ratio)
+            out.append(current)
+        return out
+
     def __post_init__(self) -> None:
         if self.pdrop_layers is not None and not isinstance(self.pdrop_layers, tuple):
             object.__setattr__(self, "pdrop_layers", tuple(self.pdrop_layers))
@@ -98,6 +130,11 @@ class LLMPruneConfig:
         if self.fastv_query not in FASTV_QUERIES:
             raise ConfigError(
                 f"fastv_query must be one of {', '.join(FASTV_QUERIES)}, got {self.fastv_query!r}"
+            )
+        if self.pdrop_rounding not in PDROP_ROUNDINGS:
+            raise ConfigError(
+                f"pdrop_rounding must be one of {', '.join(PDROP_ROUNDINGS)}, "
+                f"got {self.pdrop_rounding!r}"
             )
         if self.pdrop_positions not in PDROP_POSITIONS:
             raise ConfigError(
@@ -144,6 +181,8 @@ class LLMPruneConfig:
         data = asdict(self)
         if self.pdrop_layers is not None:
             data["pdrop_layers"] = list(self.pdrop_layers)
+        if self.pdrop_rounding == "compound":  # older run manifests still match
+            del data["pdrop_rounding"]
         return data
 
 
@@ -153,7 +192,11 @@ def stages_for(config: LLMPruneConfig, num_layers: int) -> Sequence[Any]:
     from lrsvqa.prune.pyramid_drop import pdrop_stages
 
     if config.method == "pdrop":
-        return pdrop_stages(config.boundaries(num_layers), config.pdrop_ratio)
+        return pdrop_stages(
+            config.boundaries(num_layers),
+            config.pdrop_ratio,
+            original=config.pdrop_rounding == "release",
+        )
     if config.method == "fastv":
         return fastv_stages(config.fastv_k, config.fastv_ratio, config.fastv_query)
     return []
@@ -167,12 +210,13 @@ def planned_tokens_per_layer(
     from lrsvqa.prune.pyramid_drop import keep_count
 
     config.validate(num_layers)
-    drops = {s.drop_layer: s.keep_ratio for s in stages_for(config, num_layers)}
+    stages = stages_for(config, num_layers)
+    drops = {s.drop_layer: s for s in stages}
     out: list[int] = []
     n = n_image
     for i in range(num_layers):
         if i in drops:
-            n = keep_count(n, drops[i])
+            n = drops[i].count(n_image, n) if drops[i].count else keep_count(n, drops[i].keep_ratio)
         out.append(length - n_image + n)
     return out
 

@@ -50,6 +50,8 @@ class Stage:
     drop_layer: int
     keep_ratio: float
     score: Scorer
+    # (original image tokens N, tokens present n) -> tokens kept; None: keep_count(n, ratio)
+    count: Callable[[int, int], int] | None = None
 
 
 def keep_count(n: int, ratio: float) -> int:
@@ -57,9 +59,33 @@ def keep_count(n: int, ratio: float) -> int:
     return min(n, math.floor(n * ratio + 0.5))
 
 
-def pdrop_stages(boundaries: Sequence[int], keep_ratio: float) -> list[Stage]:
-    """PyramidDrop: at each boundary, rank with that layer's own attention, then drop."""
-    return [Stage(b, b, keep_ratio, last_token_attention) for b in boundaries]
+def original_count(ratio: float, stage: int) -> Callable[[int, int], int]:
+    """The release's count at stage ``stage`` (1-based): ``int(N * ratio**stage)`` of the
+    original N image tokens (PyramidDrop's ``modeling_llama_pdrop.py`` computes each stage's
+    length from the first), never more than are present."""
+
+    def count(original: int, present: int) -> int:
+        return min(present, int(original * ratio**stage))
+
+    return count
+
+
+def pdrop_stages(
+    boundaries: Sequence[int], keep_ratio: float, *, original: bool = False
+) -> list[Stage]:
+    """PyramidDrop: at each boundary, rank with that layer's own attention, then drop;
+    ``original``: stage s keeps ``int(N * keep_ratio**s)`` (the release) instead of
+    ``keep_ratio`` of the tokens still present."""
+    return [
+        Stage(
+            b,
+            b,
+            keep_ratio,
+            last_token_attention,
+            original_count(keep_ratio, s + 1) if original else None,
+        )
+        for s, b in enumerate(boundaries)
+    ]
 
 
 def _slice_kwargs(kwargs: dict[str, Any], rows: torch.Tensor, length: int) -> dict[str, Any]:
@@ -119,6 +145,7 @@ class RowDropper:
         device = inputs.inputs_embeds.device
         self.droppable = torch.zeros(self.length, dtype=torch.bool, device=device)
         self.droppable[inputs.vision_positions.to(device)] = True
+        self.n_image = int(self.droppable.sum())  # N: the image tokens before any drop
         self.all_rows = torch.arange(self.length, device=device)
         self.keep = self.all_rows
         self.layer_keep: list[torch.Tensor | None] = [None] * len(self.layers)
@@ -180,7 +207,7 @@ class RowDropper:
                 scores = self._scores.pop(n)
                 if scores.numel() != hidden.shape[1]:  # another stage dropped in between
                     raise ModelError(f"stages overlap at layer {idx}: {self.stages}")
-                local = self._select(scores, stage.keep_ratio)
+                local = self._select(scores, stage)
                 if local.numel() != hidden.shape[1]:
                     hidden = hidden.index_select(1, local)
                     kwargs = _slice_kwargs(kwargs, local, int(self.keep.numel()))
@@ -212,11 +239,16 @@ class RowDropper:
         pos = torch.arange(n, device=hidden.device).unsqueeze(0)
         return self._positions(hidden, pos, kwargs)
 
-    def _select(self, scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    def _select(self, scores: torch.Tensor, stage: Stage) -> torch.Tensor:
         """Local indices of the rows that go on: every non-image row + the top image rows."""
         image = self.droppable[self.keep]
         candidates = torch.nonzero(image).flatten()
-        k = keep_count(int(candidates.numel()), ratio)
+        present = int(candidates.numel())
+        k = (
+            stage.count(self.n_image, present)
+            if stage.count is not None
+            else keep_count(present, stage.keep_ratio)
+        )
         if k == candidates.numel():
             return torch.arange(int(image.numel()), device=image.device)
         order = torch.sort(scores[candidates].float(), descending=True, stable=True).indices

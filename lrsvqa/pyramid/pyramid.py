@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,15 @@ from lrsvqa.io.geo import reproject_geometry, window_polygon
 from lrsvqa.io.limits import read_threads as default_read_threads
 from lrsvqa.io.scene import Scene, open_scene
 from lrsvqa.io.window import Window
-from lrsvqa.pyramid.grid import Level, PyramidConfig, Tile, iter_tiles, plan_levels, tile_at
+from lrsvqa.pyramid.grid import (
+    Level,
+    PyramidConfig,
+    Tile,
+    iter_tiles,
+    plan_levels,
+    tile_at,
+    tile_index,
+)
 
 _IDENTITY = Affine.identity()
 
@@ -57,7 +66,7 @@ class DynamicImagePyramid:
             overrides["tile_size"] = tile_size
         if coarse_tiles is not None:
             overrides["coarse_tiles"] = coarse_tiles
-        self.config = PyramidConfig(**{**base.to_dict(), **overrides})
+        self.config = replace(base, **overrides)
         self._owns_scene = not isinstance(scene, Scene)
         self.scene = open_scene(scene) if not isinstance(scene, Scene) else scene
         self.levels: list[Level] = plan_levels(self.scene.width, self.scene.height, self.config)
@@ -100,10 +109,14 @@ class DynamicImagePyramid:
         return tile_at(self.level(level), row, col, self.tile_size)
 
     def children(self, tile: Tile) -> list[Tile]:
-        """The (up to 2 x 2) tiles of the next finer level under ``tile``."""
+        """The tiles of the next finer level under ``tile``: the 2 x 2 that cover its window
+        exactly for power-of-two levels; for release levels (non-integer ratios) every finer
+        tile whose window overlaps the part of ``tile`` inside the image."""
         if tile.level + 1 >= len(self.levels):
             return []
         finer = self.levels[tile.level + 1]
+        if self.config.levels == "release":
+            return self.tiles_under(tile.window, tile.level + 1)
         out = []
         for row in (2 * tile.row, 2 * tile.row + 1):
             for col in (2 * tile.col, 2 * tile.col + 1):
@@ -112,9 +125,15 @@ class DynamicImagePyramid:
         return out
 
     def parent(self, tile: Tile) -> Tile | None:
+        """The coarser tile holding ``tile``'s window (for release levels: its top-left
+        pixel inside the image)."""
         if tile.level == 0:
             return None
-        return self.tile(tile.level - 1, tile.row // 2, tile.col // 2)
+        if self.config.levels != "release":
+            return self.tile(tile.level - 1, tile.row // 2, tile.col // 2)
+        inside = self.image_window(tile)
+        under = self.tiles_under(Window(inside.col_off, inside.row_off, 1, 1), tile.level - 1)
+        return under[0] if under else None
 
     def tiles_under(self, window: Window, level: int) -> list[Tile]:
         """Tiles of ``level`` that overlap a native window."""
@@ -123,8 +142,9 @@ class DynamicImagePyramid:
         inside = window.clip(self.scene.width, self.scene.height)
         if inside.area == 0:
             return []
-        r0, r1 = inside.row_off // side, (inside.row_end - 1) // side
-        c0, c1 = inside.col_off // side, (inside.col_end - 1) // side
+        r0, r1 = tile_index(inside.row_off, side), tile_index(inside.row_end - 1, side)
+        c0, c1 = tile_index(inside.col_off, side), tile_index(inside.col_end - 1, side)
+        r1, c1 = min(r1, lvl.rows - 1), min(c1, lvl.cols - 1)
         return [
             tile_at(lvl, r, c, self.tile_size) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)
         ]
