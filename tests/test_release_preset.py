@@ -414,3 +414,25 @@ def test_ask_json_records_the_preset_and_the_options_that_won(scene: Path, capsy
     assert data["config"]["max_new_tokens"] == 2
     assert any("--keep-ratio 0.5 given beside --preset" in n for n in data["notes"])
     assert any("--max-new-tokens 2 given beside --preset" in n for n in data["notes"])
+
+
+def test_a_stock_pipeline_on_the_same_model_answers_as_stock(
+    scene: Path, captured: dict[str, Any]
+) -> None:
+    """The preset's input format is the preset pipeline's own: a stock pipeline sharing the
+    adapter afterwards lays out its input (prompt, no ':' separator) as a fresh one does."""
+    from lrsvqa.models import from_pretrained
+    from lrsvqa.pipeline import Pipeline
+
+    shared = captured["pipeline"].adapter
+    assert shared.input_format.global_separator  # left as the preset set it
+    after = Pipeline(shared, max_new_tokens=2).ask(scene, QUESTION)
+    fresh = Pipeline(from_pretrained("tiny/llava", device="cpu"), max_new_tokens=2).ask(
+        scene, QUESTION
+    )
+    assert not shared.input_format.global_separator
+    assert after.text == fresh.text
+    assert after.cost.llm_vision_tokens == fresh.cost.llm_vision_tokens
+    assert after.cost.llm_prompt_tokens == fresh.cost.llm_prompt_tokens
+    again = captured["pipeline"].ask(scene, QUESTION)  # and the preset pipeline gets its own back
+    assert again.cost.llm_prompt_tokens == captured["answer"].cost.llm_prompt_tokens

@@ -12,6 +12,7 @@ from lrsvqa.errors import ConfigError
 from lrsvqa.focus import AttentionScorer, FocusConfig, TokenScorer, levels_to_visit, select
 from lrsvqa.focus.padding import unpadded_keep
 from lrsvqa.io.scene import Scene
+from lrsvqa.models.release_format import InputFormat
 from lrsvqa.pipeline.answer import Answer
 from lrsvqa.pipeline.evidence import evidence_of
 from lrsvqa.pipeline.preset import Preset
@@ -85,6 +86,9 @@ class Pipeline:
             pyramid = pyramid or self.preset.pyramid
             max_new_tokens = max_new_tokens or self.preset.max_new_tokens
         max_new_tokens = 32 if max_new_tokens is None else max_new_tokens
+        #: The LLM input format this pipeline's answers use; ``ask`` sets it on the adapter
+        #: whenever another pipeline on the same model changed it (a preset's or stock).
+        self.input_format = self.preset.input_format if self.preset else InputFormat()
         caps = adapter.capabilities
         self.focus = focus or FocusConfig()
         self.prune = prune or PruneConfig()
@@ -217,6 +221,8 @@ class Pipeline:
 
         ``progress`` is called at each stage (``lrsvqa.pipeline.progress``)."""
         check_question(question)
+        if getattr(self.adapter, "input_format", self.input_format) != self.input_format:
+            self.adapter.use_input_format(self.input_format)  # type: ignore[attr-defined]
         bar = TileBar() if progress is None and self.progress else None
         trace = Trace(progress or bar)
         try:
