@@ -290,6 +290,31 @@ def test_pooling_is_the_2x2_mean() -> None:
     assert torch.allclose(pooled.embeds[1], grid[0:2, 2:4].reshape(4, 3).mean(0))
 
 
+def test_an_odd_grid_pools_bilinearly_to_ceil_half_as_the_release() -> None:
+    """SigLIP's 27 x 27 grid (LLaVA-OneVision) → 14 x 14, as ``get_2dPool_bilinear``'s
+    ``interpolate(size=ceil(h / 2), mode="bilinear")``; a constant grid stays constant."""
+    import torch.nn.functional as F
+
+    from lrsvqa.models.base import VisionTokens
+
+    embeds = torch.randn(27 * 27, 5)
+    pooled = pool_tokens(VisionTokens(embeds, (27, 27)), 2)
+    assert pooled.grid == (14, 14) and pooled.embeds.shape == (196, 5)
+    x = embeds.reshape(27, 27, 5).permute(2, 0, 1).unsqueeze(0)
+    ref = F.interpolate(x, size=(14, 14), mode="bilinear").squeeze(0).permute(1, 2, 0)
+    assert torch.allclose(pooled.embeds, ref.reshape(196, 5))
+
+
+def test_onevision_under_the_preset_keeps_its_siglip_tiles_pooled() -> None:
+    from lrsvqa.pipeline import Pipeline
+
+    pipeline = Pipeline.from_pretrained(
+        "tiny/llava_onevision", device="cpu", preset="lrsvqa-release"
+    )
+    assert pipeline.pyramid.tile_size == 384 and pipeline.pyramid.tile_pool == 2
+    assert pipeline.pyramid.levels == "release" and pipeline.tokens_per_tile == 14 * 14
+
+
 def test_newlines_inside_the_softmax_only_under_the_preset(captured: dict[str, Any]) -> None:
     pipeline = captured["pipeline"]
     adapter = pipeline.adapter
@@ -321,7 +346,9 @@ def write_scenes(rows: list[dict[str, Any]], root: Path) -> None:
         Image.fromarray(pixels).save(path)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "llava", "llava_next"])
+@pytest.mark.parametrize(
+    "family", ["qwen2_vl", "qwen2_5_vl", "llava", "llava_next", "llava_onevision"]
+)
 def test_bench_with_the_preset_runs_and_records_it(family: str, tmp_path: Path, capsys) -> None:
     from tests.bench_fakes import subset_rows, write_jsonl
 
@@ -348,13 +375,16 @@ def test_bench_with_the_preset_runs_and_records_it(family: str, tmp_path: Path, 
     assert manifest["identity"]["llm_prune"]["pdrop_rounding"] == "release"
     config = manifest["config"]["answerer"]
     assert config["preset"] == "lrsvqa-release"
-    assert config["pyramid"]["levels"] == "release" and config["pyramid"]["tile_size"] == 336
+    tile = 384 if family == "llava_onevision" else 336  # OneVision keeps its SigLIP tiles
+    assert config["pyramid"]["levels"] == "release" and config["pyramid"]["tile_size"] == tile
     assert config["focus"]["max_depth"] == 1 and config["focus"]["rounding"] == "floor"
     assert config["focus"]["newlines"] == "in-softmax"
     assert config["prune"]["llm"]["pdrop_positions"] == "compact"
     llava = family.startswith("llava")
     assert config["pyramid"].get("tile_pool", 1) == (2 if llava else 1)
-    assert config["input_format"]["prompt_format"] == ("vicuna_v1" if llava else None)
+    # the release's rule: qwen_1_5 for a Qwen2 LLM (OneVision's), else vicuna_v1
+    fmt = "qwen_1_5" if family == "llava_onevision" else "vicuna_v1"
+    assert config["input_format"]["prompt_format"] == (fmt if llava else None)
     if family == "llava":
         # the same folder without the preset is another configuration: refused
         code = main([a for a in args if a not in ("--preset", "lrsvqa-release")])

@@ -94,7 +94,12 @@ def separator_token_id(tokenizer: Any) -> int:
 
 
 def pool_tokens(tokens: VisionTokens, stride: int) -> VisionTokens:
-    """A tile's token grid averaged ``stride`` x ``stride`` (the release's 2 x 2 pooling)."""
+    """A tile's token grid pooled ``stride`` x ``stride`` as ``get_2dPool_bilinear`` does:
+    bilinear to ``ceil(rows / stride)`` x ``ceil(cols / stride)`` (for an even grid and
+    stride 2, exactly the mean of each 2 x 2 cell; an odd grid such as SigLIP's 27 x 27
+    goes to 14 x 14)."""
+    import math
+
     import torch.nn.functional as F
 
     from lrsvqa.models.base import VisionTokens
@@ -102,12 +107,11 @@ def pool_tokens(tokens: VisionTokens, stride: int) -> VisionTokens:
     if stride == 1:
         return tokens
     rows, cols = tokens.grid
-    if rows % stride or cols % stride:
-        raise ModelError(f"a {rows}x{cols} token grid does not pool {stride}x{stride}")
+    shape = (math.ceil(rows / stride), math.ceil(cols / stride))
     x = tokens.embeds.reshape(rows, cols, -1).permute(2, 0, 1).unsqueeze(0)
-    pooled = F.avg_pool2d(x.float(), stride).to(tokens.embeds.dtype)
+    pooled = F.interpolate(x.float(), size=shape, mode="bilinear").to(tokens.embeds.dtype)
     out = pooled.squeeze(0).permute(1, 2, 0).reshape(-1, tokens.embeds.shape[-1])
-    return VisionTokens(out.contiguous(), (rows // stride, cols // stride))
+    return VisionTokens(out.contiguous(), shape)
 
 
 @dataclass(frozen=True)

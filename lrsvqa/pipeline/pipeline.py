@@ -124,7 +124,7 @@ class Pipeline:
     def tokens_per_tile(self) -> int:
         """LLM vision tokens of one pyramid tile (after any pooling)."""
         caps = self.adapter.capabilities
-        per_side = self.pyramid.tile_size // (caps.patch_size * self.pyramid.tile_pool)
+        per_side = -(-(self.pyramid.tile_size // caps.patch_size) // self.pyramid.tile_pool)
         return per_side * per_side
 
     @classmethod

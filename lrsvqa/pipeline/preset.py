@@ -82,13 +82,12 @@ def resolve(name: str, adapter: Adapter) -> Preset:
     check_preset(name)
     caps = adapter.capabilities
     llava = not caps.mrope  # the LLaVA families (1-D positions, CLIP tiles)
-    if llava and caps.tile_size != RELEASE_TILE:
-        raise ConfigError(
-            f"--preset {name}: the release's LLaVA tiles are {RELEASE_TILE} px CLIP inputs; "
-            f"{adapter.model_id} takes {caps.tile_size} px"
-        )
-    grid = caps.tokens_per_tile[0]
-    pool = 2 if llava and grid % 2 == 0 else 1
+    # The release's LLaVA tiles are 336 px CLIP inputs. A LLaVA model with another tower
+    # (OneVision: 384 px SigLIP, 27 x 27 tokens) keeps its own tile size, with the release's
+    # rules on top: levels down to 3 of its tiles, tiles pooled 2 x 2 bilinearly to
+    # ceil(27 / 2) = 14 a side as ``get_2dPool_bilinear`` would.
+    tile = caps.tile_size if llava else RELEASE_TILE
+    pool = 2 if llava else 1
     fmt = (
         InputFormat(
             prompt_format=prompt_format_for(text_model_type(adapter)),
@@ -100,7 +99,7 @@ def resolve(name: str, adapter: Adapter) -> Preset:
     )
     return Preset(
         name=name,
-        pyramid=PyramidConfig.release(tile_size=RELEASE_TILE, tile_pool=pool),
+        pyramid=PyramidConfig.release(tile_size=tile, tile_pool=pool),
         focus=FocusConfig.release(),
         prune=PruneConfig(llm=LLMPruneConfig.release()),
         input_format=fmt,
