@@ -173,9 +173,11 @@ LLM_PRUNE_PARAMS = (
 
 def preset_option(func: Any) -> Any:
     """--preset: a named operating point (``lrsvqa.pipeline.preset``)."""
+    from lrsvqa.pipeline.preset import PRESETS
+
     return click.option(
         "--preset",
-        type=click.Choice(["lrsvqa-release"]),
+        type=click.Choice(list(PRESETS)),
         default=None,
         help="Run exactly the LRS-VQA release's operating point (its pyramid levels, tile "
         "rule, token layout, prompt and decoding); options given beside it win, with a note.",
