@@ -176,3 +176,67 @@ def test_read_threads_setting(monkeypatch: pytest.MonkeyPatch, geotiff) -> None:
         DynamicImagePyramid(path)
     with pytest.raises(lrsvqa.ConfigError, match="read_threads"):
         DynamicImagePyramid(path, read_threads=0)
+
+
+def _slow_second_read(monkeypatch: pytest.MonkeyPatch, seen: list[bool]) -> None:
+    """Scene reads: the first raises at once, every later one takes 0.3 s and records
+    whether its GDAL handle was still open when it ended."""
+    import threading
+    import time
+
+    from lrsvqa.errors import RasterReadError
+    from lrsvqa.io.scene import Scene
+
+    original = Scene._read_plan
+    calls = iter(range(1_000_000))
+    lock = threading.Lock()
+
+    def read_plan(self, handle, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            first = next(calls) == 0
+        if first:
+            raise RasterReadError(f"{self.path}: damaged on purpose")
+        time.sleep(0.3)
+        out = original(self, handle, *args, **kwargs)
+        seen.append(not handle.closed)
+        return out
+
+    monkeypatch.setattr(Scene, "_read_plan", read_plan)
+
+
+def test_a_failed_threaded_read_waits_for_the_others_before_raising(
+    monkeypatch: pytest.MonkeyPatch, geotiff
+) -> None:
+    """A damaged tile among several read in parallel: the error is raised only once every
+    other read has ended, so the caller's ``with open_scene`` may close the scene then
+    (closing a GDAL dataset under a running read crashed `inspect --check` in CI)."""
+    import lrsvqa
+
+    path = geotiff(900, 900, blocksize=128)
+    seen: list[bool] = []
+    with DynamicImagePyramid(path, tile_size=224, read_threads=2) as pyramid:
+        tiles = pyramid.tiles(len(pyramid.levels) - 1)[:2]
+        _slow_second_read(monkeypatch, seen)
+        with pytest.raises(lrsvqa.RasterReadError, match="damaged on purpose"):
+            pyramid.read_tiles(tiles)
+        assert seen == [True]  # the other read had already ended
+
+
+def test_closing_a_scene_waits_for_a_read_in_flight(
+    monkeypatch: pytest.MonkeyPatch, geotiff
+) -> None:
+    import threading
+    import time
+
+    path = geotiff(900, 900, blocksize=128)
+    seen: list[bool] = []
+    scene = _quiet_open(path)
+    _slow_second_read(monkeypatch, seen)
+    with pytest.raises(Exception, match="damaged on purpose"):
+        scene.read(Window(0, 0, 100, 100))  # the first read fails at once
+    reader = threading.Thread(target=scene.read, args=(Window(0, 0, 300, 300),))
+    reader.start()
+    time.sleep(0.1)  # the read is in flight
+    scene.close()
+    reader.join()
+    assert seen == [True]  # close() waited: the handle was open until the read ended

@@ -7,12 +7,13 @@ coarsest overview that is still at least as fine as the requested output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,10 @@ class Scene:
         self._lock = threading.RLock()
         self._local = threading.local()
         self._handles: list[Any] = []
+        # Reads in flight on any thread: close() waits for them, since closing a GDAL
+        # dataset under a running read crashes the process.
+        self._reads_done = threading.Condition(self._lock)
+        self._reads_in_flight = 0
         self._owner = threading.get_ident()
         self.warnings: list[str] = []
         self._overview_factors: list[float] | None = None
@@ -224,6 +229,7 @@ class Scene:
 
     def close(self) -> None:
         with self._lock:
+            self._reads_done.wait_for(lambda: self._reads_in_flight == 0)
             for handle in self._handles:
                 handle.close()
             self._handles.clear()
@@ -368,7 +374,30 @@ class Scene:
         (``None`` when every pixel is valid: no nodata, not float)."""
         bands = list(self.bands if bands is None else bands)
         plan = self.plan(window, out_shape)
-        handle = self._handle(plan.overview_level)
+        with self._reading():
+            handle = self._handle(plan.overview_level)
+            data = self._read_plan(handle, plan, bands, window, out_shape)
+        return data, self._valid(data)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        with self._lock:
+            self._reads_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reads_in_flight -= 1
+                self._reads_done.notify_all()
+
+    def _read_plan(
+        self,
+        handle: Any,
+        plan: ReadPlan,
+        bands: list[int],
+        window: Window,
+        out_shape: tuple[int, int],
+    ) -> np.ndarray:
         f = plan.factor
         from rasterio.windows import Window as RioWindow
 
@@ -379,14 +408,13 @@ class Scene:
         resampling = Resampling.average if decimating else Resampling.bilinear
         if window.width / f == out_shape[1] and window.height / f == out_shape[0]:
             resampling = Resampling.nearest
-        data = self._gdal_read(
+        return self._gdal_read(
             handle,
             bands,
             window=rio_window,
             out_shape=(len(bands), *out_shape),
             resampling=resampling,
         )
-        return data, self._valid(data)
 
     def _gdal_read(self, handle: Any, bands: list[int], **kwargs: Any) -> np.ndarray:
         try:

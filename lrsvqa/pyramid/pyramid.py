@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
 
@@ -165,7 +165,11 @@ class DynamicImagePyramid:
         """Tiles in order, read by up to ``read_threads`` threads in parallel."""
         if self.read_threads == 1 or len(tiles) < 2:
             return [self.read_tile(t) for t in tiles]
-        return list(_pool(self.read_threads).map(self.read_tile, tiles))
+        futures = [_pool(self.read_threads).submit(self.read_tile, t) for t in tiles]
+        # Every read ends before the first error is raised: the caller may close the
+        # scene next, and no read may still be running on it then.
+        wait(futures)
+        return [f.result() for f in futures]
 
     def prefetch(self, levels: Sequence[int] = (0,)) -> None:
         """Read ahead what a question needs first: the stretch statistics, the square
