@@ -81,6 +81,7 @@ def render(card: dict[str, Any]) -> str:
     tail = card["final_log"]
     minutes = (card["train_seconds"] or 0) / 60
     single = int(card["settings"].get("single_tile_worlds", 0))
+    share = float(card["settings"].get("single_tile_share", 0.0))
     curriculum = (
         f"\n- Curriculum: the first {single:,} worlds are single 224 px tiles (the thumbnail is"
         " then the tile at native resolution), so the model learns to read objects before it"
@@ -88,7 +89,13 @@ def render(card: dict[str, Any]) -> str:
         if single
         else ""
     )
+    if share:
+        curriculum += (
+            f"\n- Mixed in: {share:.0%} of the worlds are single 224 px tiles throughout the"
+            " stream (reading objects at native resolution), the rest the mix above."
+        )
     flags = f" --single-tile-worlds {single}" if single else ""
+    flags += f" --single-tile-share {share:g}" if share else ""
     return f"""# {card["name"]} — a micro VLM trained on synthetic remote-sensing scenes
 
 **What it is.** A stock `transformers` `Qwen2VLForConditionalGeneration` (so lrsvqa's focus,

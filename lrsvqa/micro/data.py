@@ -242,15 +242,25 @@ def _example(
     )
 
 
-def shard(index: int, *, base_seed: int = 0, single_tile_worlds: int = 0) -> list[Example]:
+def shard(
+    index: int,
+    *,
+    base_seed: int = 0,
+    single_tile_worlds: int = 0,
+    single_tile_share: float = 0.0,
+) -> list[Example]:
     """The examples of training world ``index`` (deterministic). The first
     ``single_tile_worlds`` worlds are one 224 px tile each (the thumbnail is then the tile
-    at native resolution): a curriculum that teaches reading objects before searching."""
+    at native resolution): a curriculum that teaches reading objects before searching.
+    ``single_tile_share`` makes that share of every later world a single tile too, mixed
+    into the stream instead of a phase before it."""
     seed = base_seed + index
     rng = np.random.default_rng(seed)
     size = int(SIZES[int(rng.integers(0, len(SIZES)))])
     if index < single_tile_worlds:
         size = TILE
+    elif single_tile_share and np.random.default_rng([seed, 1]).random() < single_tile_share:
+        size = TILE  # its own generator: the other worlds stay those of a run without it
     small = float(rng.uniform(0.2, 0.8))
     world = make_world(size, seed=seed, small=small)
     with tempfile.TemporaryDirectory(prefix="lrsvqa-micro-") as tmp:

@@ -37,10 +37,13 @@ CHUNK = 8  # worlds mixed in one shuffle buffer
 class _Chunks:
     """Deterministic stream of shuffled example chunks (one worker process builds them)."""
 
-    def __init__(self, start: int, base_seed: int, single_tile_worlds: int):
+    def __init__(
+        self, start: int, base_seed: int, single_tile_worlds: int, single_tile_share: float
+    ):
         self.start = start
         self.base_seed = base_seed
         self.single_tile_worlds = single_tile_worlds
+        self.single_tile_share = single_tile_share
 
     def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
         from lrsvqa.micro.data import shard
@@ -50,7 +53,12 @@ class _Chunks:
             examples = []
             for i in range(c * CHUNK, (c + 1) * CHUNK):
                 examples.extend(
-                    shard(i, base_seed=self.base_seed, single_tile_worlds=self.single_tile_worlds)
+                    shard(
+                        i,
+                        base_seed=self.base_seed,
+                        single_tile_worlds=self.single_tile_worlds,
+                        single_tile_share=self.single_tile_share,
+                    )
                 )
             rng = np.random.default_rng(self.base_seed * 7919 + c)
             order = rng.permutation(len(examples))
@@ -58,12 +66,12 @@ class _Chunks:
             c += 1
 
 
-def _iterable(start: int, base_seed: int, single_tile_worlds: int) -> Any:
+def _iterable(start: int, base_seed: int, single_tile_worlds: int, share: float) -> Any:
     import torch
 
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
-            return iter(_Chunks(start, base_seed, single_tile_worlds))
+            return iter(_Chunks(start, base_seed, single_tile_worlds, share))
 
     return torch.utils.data.DataLoader(
         Stream(), batch_size=None, num_workers=1, prefetch_factor=2, persistent_workers=False
@@ -81,6 +89,7 @@ def train(
     token_weight: float = 1.0,
     seed: int = 0,
     single_tile_worlds: int = 0,
+    single_tile_share: float = 0.0,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -108,6 +117,12 @@ def train(
     }
     if single_tile_worlds:
         settings["single_tile_worlds"] = single_tile_worlds
+    if single_tile_share:
+        if not 0 < single_tile_share < 1:
+            from lrsvqa.errors import ConfigError
+
+            raise ConfigError(f"--single-tile-share is {single_tile_share}; give a share in (0, 1)")
+        settings["single_tile_share"] = single_tile_share
     settings_path = folder / "settings.json"
     if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
         from lrsvqa.errors import ConfigError
@@ -144,7 +159,7 @@ def train(
         log.info("resuming at step %d (chunk %d, offset %d)", step, chunk, offset)
     log_file = (folder / "log.jsonl").open("a")
     bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
-    loader = _iterable(chunk, seed, single_tile_worlds)
+    loader = _iterable(chunk, seed, single_tile_worlds, single_tile_share)
     started = time.perf_counter()
     try:
         for c, examples in loader:
@@ -258,6 +273,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="Curriculum: the first N training worlds are single 224 px tiles.",
     )
+    parser.add_argument(
+        "--single-tile-share",
+        type=float,
+        default=0.0,
+        help="Mix single 224 px tiles into the whole stream: this share of the worlds.",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-questions", type=int, default=400)
     args = parser.parse_args(argv)
@@ -273,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         token_weight=args.token_weight,
         seed=args.seed,
         single_tile_worlds=args.single_tile_worlds,
+        single_tile_share=args.single_tile_share,
         threads=args.threads,
         eval_questions=args.eval_questions,
     )
