@@ -446,6 +446,24 @@ def test_ask_json_records_the_preset_and_the_options_that_won(scene: Path, capsy
     assert any("--max-new-tokens 2 given beside --preset" in n for n in data["notes"])
 
 
+def test_every_command_says_which_options_beside_the_preset_won(
+    scene: Path, tmp_path: Path, capsys
+) -> None:
+    """ask-many (like serve and demo) builds its pipeline with build_pipeline: the notes go
+    to stderr; ask puts them in the answer's notes instead, never both."""
+    common = ["--model", "tiny/qwen2_vl", "--device", "cpu", "--preset", "lrsvqa-release"]
+    common += ["--keep-ratio", "0.5", "--max-new-tokens", "1"]
+    out = tmp_path / "many.csv"
+    code = main(["ask-many", str(scene), "-q", QUESTION, "--out", str(out), *common])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert err.count("note: --keep-ratio 0.5 given beside --preset lrsvqa-release") == 1
+    code = main(["ask", str(scene), QUESTION, *common])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    assert (printed + err).count("--keep-ratio 0.5 given beside --preset") == 1
+
+
 def test_a_stock_pipeline_on_the_same_model_answers_as_stock(
     scene: Path, captured: dict[str, Any]
 ) -> None:

@@ -12,6 +12,7 @@ from lrsvqa.cli.options import (
     FOCUS_PARAMS,
     LLM_PRUNE_PARAMS,
     apply_preset,
+    apply_preset_knobs,
     bands_option,
     check_output_path,
     echo_json,
@@ -46,18 +47,19 @@ def build_pipeline(
     progress: bool = False,
     mrope_positions: str = "scene",
     preset: str | None = None,
+    echo_notes: bool = True,
     **knobs: Any,
 ) -> Any:
     """A Pipeline from the command-line options (the names of ``model_options``; focus and
-    pruning knobs left out take their config's default, or ``preset``'s)."""
+    pruning knobs left out take their config's default, or ``preset``'s). Options given
+    beside ``preset`` win, with a ``note:`` line on stderr unless ``echo_notes`` is off."""
     from lrsvqa.focus import FocusConfig
     from lrsvqa.pipeline import Pipeline
     from lrsvqa.prune import PruneConfig
 
-    if preset is not None:
-        knobs["max_new_tokens"] = max_new_tokens
-        apply_preset(knobs, preset)
-        max_new_tokens = knobs.pop("max_new_tokens")
+    max_new_tokens, notes = apply_preset_knobs(knobs, preset, max_new_tokens)
+    for note in notes if echo_notes else []:
+        click.echo(f"note: {note}", err=True)
     focus_kw = take(knobs, FOCUS_PARAMS)
     prune_kw = take(knobs, LLM_PRUNE_PARAMS)
     if knobs:
@@ -172,7 +174,8 @@ def ask(
                 f"{scene}: the scene has no CRS, so --geojson-crs EPSG:4326 is impossible; "
                 "use --geojson-crs scene (pixel coordinates)"
             )
-    with build_pipeline(progress=not as_json, **model_kw) as pipeline:
+    # The preset's notes go into the answer's notes (and --json) instead of stderr.
+    with build_pipeline(progress=not as_json, echo_notes=False, **model_kw) as pipeline:
         if pipeline.model_id.startswith("tiny/") and not as_json:
             click.echo(
                 f"note: {pipeline.model_id} is a tiny random model: its answer is meaningless",

@@ -14,7 +14,7 @@ import click
 
 from lrsvqa.cli.options import (
     FOCUS_PARAMS,
-    apply_preset,
+    apply_preset_knobs,
     check_output_folder,
     echo_json,
     field_default,
@@ -199,10 +199,9 @@ def bench(
     if not image_root.is_dir():
         raise ConfigError(f"{image_root}: no such folder (--image-root)")
     check_output_folder(out, "--out")
-    knobs["max_new_tokens"] = max_new_tokens
-    for note in apply_preset(knobs, preset):  # options given beside --preset win
+    max_new_tokens, notes = apply_preset_knobs(knobs, preset, max_new_tokens)
+    for note in notes:  # options given beside --preset win
         click.echo(f"note: {note}", err=True)
-    max_new_tokens = knobs.pop("max_new_tokens")
     focus_kw = take(knobs, FOCUS_PARAMS)
     config = focus_config(**focus_kw)  # bad settings fail before anything runs
     # Fields at their default stay None in the run's identity, as before these options, so

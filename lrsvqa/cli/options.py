@@ -217,6 +217,16 @@ def apply_preset(params: dict[str, Any], preset: str | None) -> list[str]:
     return notes
 
 
+def apply_preset_knobs(
+    knobs: dict[str, Any], preset: str | None, max_new_tokens: int | None
+) -> tuple[int | None, list[str]]:
+    """``apply_preset`` on a command's focus/prune knobs and its ``--max-new-tokens``
+    (which the preset sets too): the resolved ``max_new_tokens`` and the notes."""
+    knobs["max_new_tokens"] = max_new_tokens
+    notes = apply_preset(knobs, preset)
+    return knobs.pop("max_new_tokens"), notes
+
+
 def take(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     """Pop ``names`` out of a command's keyword arguments."""
     return {name: params.pop(name) for name in names if name in params}

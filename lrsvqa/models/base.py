@@ -140,17 +140,42 @@ class Generation:
     prompt_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class InputFormat:
+    """How an adapter lays out its LLM input under the release preset."""
+
+    prompt_format: str | None = None  # vicuna_v1 | qwen_1_5; None: the model's chat template
+    global_separator: bool = False  # the ':' token between the thumbnail and the tiles
+    newline_rows: bool = False  # tile blocks end every row with a newline (LLaVA-1.5 too)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_format": self.prompt_format,
+            "global_separator": ":" if self.global_separator else None,
+            "newline_rows": self.newline_rows,
+        }
+
+
 class Adapter(ABC):
     """One loaded LVLM behind the operations the pipeline needs."""
 
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]  # transformers ``model_type`` values it serves
 
+    #: LLaVA-1.5's layout: one image placeholder for the thumbnail and every tile.
+    single_placeholder: ClassVar[bool] = False
+
     def __init__(self, model: Any, processor: Any, *, model_id: str, revision: str | None):
         self.model = model
         self.processor = processor
         self.model_id = model_id
         self.revision = revision
+        self.input_format = InputFormat()  # the model's own (stock) input format
+
+    def use_input_format(self, fmt: InputFormat) -> None:
+        """Lay out LLM inputs as ``fmt`` says (the release preset: its prompts, the ``:``
+        separator, a newline per tile row); ``InputFormat()`` is the stock format."""
+        self.input_format = fmt
 
     @property
     @abstractmethod

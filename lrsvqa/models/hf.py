@@ -15,13 +15,10 @@ Thumbnail blocks get no newline, as the stock base image. Separators are recorde
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from enum import IntEnum
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -33,14 +30,16 @@ from lrsvqa.models.base import (
     AttentionReadout,
     Capabilities,
     Generation,
+    InputFormat,
     PreparedInputs,
     VisionSegment,
     VisionTokens,
 )
 from lrsvqa.models.generation import forced_greedy, settings_record
 from lrsvqa.models.hooks import read_attention, run_until
+from lrsvqa.models.layout import TEXT_POSITION, ImageBlock, LayoutEntry, Placed, Slot
+from lrsvqa.models.prefix_cache import FocusPrefix, cache_kwarg
 from lrsvqa.models.release_format import (
-    InputFormat,
     release_prompt,
     release_token_ids,
     separator_token_id,
@@ -54,115 +53,26 @@ log = logging.getLogger(__name__)
 FOCUS_PREFIXES = 6  # vision prefixes kept for focus passes: one per level of a scene
 
 
-class Slot(IntEnum):
-    """What one position of the LLM sequence holds."""
-
-    TEXT = 0
-    VISION = 1  # a kept vision token (ranked, droppable)
-    SEPARATOR = 2  # a newline token ending a row of a tile block
-
-
-@dataclass(frozen=True)
-class LayoutEntry:
-    """One image position: a kept vision token, or the separator that ends a grid row.
-
-    ``row``/``col`` are the cell in the group's whole-scene token grid (for a separator:
-    the row it ends and the column of that row's last kept token).
-    """
-
-    kind: Slot
-    row: int
-    col: int
-    segment: int | None = None  # index into the segments given to build_inputs (vision)
-    index: int | None = None  # raster index inside that segment's image (vision)
-
-
-@dataclass(frozen=True)
-class Placed:
-    """One position of the LLM sequence: text, or an entry of image block ``block``."""
-
-    kind: Slot
-    block: int | None = None
-    entry: LayoutEntry | None = None
-
-
-_TEXT = Placed(Slot.TEXT)
-
-
-@functools.cache
-def _cache_keyword(lm_class: Any) -> str:
-    """The KV-cache keyword of ``lm_class.forward``: ``cache`` in newer transformers 5
-    releases, ``past_key_values`` before (looked up once per class)."""
-    params = inspect.signature(lm_class.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _cache_kwarg(lm: Any, cache: Any) -> dict[str, Any]:
-    lm_class: Any = type(lm)
-    return {_cache_keyword(lm_class): cache}
-
-
-@dataclass
-class _FocusPrefix:
-    """KV cache of a prompt's vision prefix, reused by focus passes for other questions."""
-
-    embeds: torch.Tensor  # (1, P, hidden)
-    positions: torch.Tensor  # generation position ids [..., :P]
-    cache: Any  # DynamicCache holding layers 0..deepest
-    deepest: int
-
-    @property
-    def length(self) -> int:
-        return int(self.embeds.shape[1])
-
-    def matches(self, embeds: torch.Tensor, positions: torch.Tensor, deepest: int) -> bool:
-        p = self.length
-        return (
-            self.deepest >= deepest
-            and embeds.shape[1] > p
-            and torch.equal(self.embeds, embeds[:, :p])
-            and torch.equal(self.positions, positions[..., :p])
-        )
-
-    def trim(self) -> None:
-        """Drop what a pass appended after the prefix."""
-        for layer in self.cache.layers:
-            if layer.is_initialized and layer.keys.shape[-2] > self.length:
-                layer.crop(self.length - layer.keys.shape[-2])
-
-
-@dataclass(frozen=True)
-class ImageBlock:
-    """One image placeholder's worth of sequence: vision tokens and separators in order."""
-
-    entries: list[LayoutEntry]
-    extent: tuple[int, int]  # (rows, cols) of the group's frame covered by its segments
-
-
 class HFAdapter(Adapter):
     """An adapter over a stock ``*ForConditionalGeneration`` model and its processor."""
 
     model_class_name: ClassVar[str]
     processor_class: ClassVar[type[Any]]
     reference_model_id: ClassVar[str]
+
     # True: all blocks share the prompt's one image placeholder (LLaVA: base + anyres grid
     # of one image); False: one placeholder per block (Qwen: one vision_start..end each).
-    single_placeholder: ClassVar[bool] = False
-
     def __init__(self, model: Any, processor: Any, *, model_id: str, revision: str | None):
         super().__init__(model, processor, model_id=model_id, revision=revision)
         self._caps: Capabilities | None = None
         # Vision prefixes of recent focus passes (one per pyramid level of the current scene).
-        self._focus_prefixes: list[_FocusPrefix] = []
+        self._focus_prefixes: list[FocusPrefix] = []
         self.prefix_hits = 0
-        self.input_format = InputFormat()  # the model's own (stock) input format
 
     def use_input_format(self, fmt: InputFormat) -> None:
-        """Lay out LLM inputs as ``fmt`` says (the release preset: its prompts, the ``:``
-        separator, a newline per tile row); ``InputFormat()`` is the stock format."""
         if fmt.global_separator:
             separator_token_id(self.tokenizer)  # a tokenizer without ':' fails now
-        self.input_format = fmt
+        super().use_input_format(fmt)
         self._caps = None
         self._focus_prefixes.clear()
 
@@ -362,7 +272,7 @@ class HFAdapter(Adapter):
         prev = 0
         for hole, members in zip(holes, per_hole, strict=True):
             seq.extend(ids[prev:hole])
-            placed.extend([_TEXT] * (hole - prev))
+            placed.extend([TEXT_POSITION] * (hole - prev))
             for n, b in enumerate(members):
                 if (
                     n
@@ -370,12 +280,12 @@ class HFAdapter(Adapter):
                     and segments[blocks[members[n - 1]][0]].kind == "thumbnail"
                 ):  # the release's ':' between global and local tokens
                     seq.append(separator_token_id(self.tokenizer))
-                    placed.append(_TEXT)
+                    placed.append(TEXT_POSITION)
                 for e in layouts[b].entries:
                     seq.append(image_id)
                     placed.append(Placed(e.kind, b, e))
             prev = hole + 1
-        placed.extend([_TEXT] * (len(ids) - prev))
+        placed.extend([TEXT_POSITION] * (len(ids) - prev))
         seq.extend(ids[prev:])
 
         device = self.device
@@ -482,7 +392,7 @@ class HFAdapter(Adapter):
                     attention_mask=inputs.attention_mask,
                     position_ids=positions[..., p:],
                     use_cache=True,
-                    **_cache_kwarg(lm, cache),
+                    **cache_kwarg(lm, cache),
                 )
 
             try:
@@ -502,7 +412,7 @@ class HFAdapter(Adapter):
 
     def _prefix_for(
         self, inputs: PreparedInputs, positions: torch.Tensor, deepest: int
-    ) -> _FocusPrefix | None:
+    ) -> FocusPrefix | None:
         """The cached vision prefix of ``inputs`` (filled now if new); None: no split."""
         marks = torch.cat([inputs.vision_positions, inputs.separator_positions])
         if marks.numel() == 0:
@@ -526,11 +436,11 @@ class HFAdapter(Adapter):
                 attention_mask=inputs.attention_mask[:, :p],
                 position_ids=positions[..., :p],
                 use_cache=True,
-                **_cache_kwarg(lm, cache),
+                **cache_kwarg(lm, cache),
             )
 
         run_until(lm.layers, deepest, run_prefix)
-        prefix = _FocusPrefix(
+        prefix = FocusPrefix(
             inputs.inputs_embeds[:, :p].clone(), positions[..., :p].clone(), cache, deepest
         )
         self._focus_prefixes = [*self._focus_prefixes[-(FOCUS_PREFIXES - 1) :], prefix]

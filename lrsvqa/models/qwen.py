@@ -24,7 +24,8 @@ from lrsvqa.models.base import (
     declared_focus_layers,
     model_declared,
 )
-from lrsvqa.models.hf import HFAdapter, ImageBlock, Placed
+from lrsvqa.models.hf import HFAdapter
+from lrsvqa.models.layout import ImageBlock, Placed
 from lrsvqa.models.processors import Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor
 
 DEFAULT_TILE = 448  # any multiple of 28 works; 448 -> 16 x 16 LLM tokens

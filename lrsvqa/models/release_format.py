@@ -18,7 +18,6 @@ default differs:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lrsvqa.errors import ModelError
@@ -112,22 +111,6 @@ def pool_tokens(tokens: VisionTokens, stride: int) -> VisionTokens:
     pooled = F.interpolate(x.float(), size=shape, mode="bilinear").to(tokens.embeds.dtype)
     out = pooled.squeeze(0).permute(1, 2, 0).reshape(-1, tokens.embeds.shape[-1])
     return VisionTokens(out.contiguous(), shape)
-
-
-@dataclass(frozen=True)
-class InputFormat:
-    """How an adapter lays out its LLM input under the release preset."""
-
-    prompt_format: str | None = None  # vicuna_v1 | qwen_1_5; None: the model's chat template
-    global_separator: bool = False  # the ':' token between the thumbnail and the tiles
-    newline_rows: bool = False  # tile blocks end every row with a newline (LLaVA-1.5 too)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "prompt_format": self.prompt_format,
-            "global_separator": ":" if self.global_separator else None,
-            "newline_rows": self.newline_rows,
-        }
 
 
 def newline_stand_in(model: Any, tokenizer: Any) -> torch.Tensor:

@@ -12,7 +12,7 @@ from lrsvqa.errors import ConfigError
 from lrsvqa.focus import AttentionScorer, FocusConfig, TokenScorer, levels_to_visit, select
 from lrsvqa.focus.padding import unpadded_keep
 from lrsvqa.io.scene import Scene
-from lrsvqa.models.release_format import InputFormat
+from lrsvqa.models.base import InputFormat
 from lrsvqa.pipeline.answer import Answer
 from lrsvqa.pipeline.evidence import evidence_of
 from lrsvqa.pipeline.preset import Preset
@@ -75,12 +75,7 @@ class Pipeline:
         # A preset resolves every setting for this model; configs given beside it win.
         self.preset: Preset | None = resolve_preset(preset, adapter) if preset else None
         if self.preset is not None:
-            adapter_format = getattr(adapter, "use_input_format", None)
-            if adapter_format is None:
-                raise ConfigError(
-                    f"--preset {preset}: {type(adapter).__name__} has no input format"
-                )
-            adapter_format(self.preset.input_format)
+            adapter.use_input_format(self.preset.input_format)
             focus = focus or self.preset.focus
             prune = prune or self.preset.prune
             pyramid = pyramid or self.preset.pyramid
@@ -169,11 +164,10 @@ class Pipeline:
 
     def config_dict(self) -> dict[str, Any]:
         """Every stage's config plus the model's id and revision."""
-        input_format = getattr(self.adapter, "input_format", None)
         extra: dict[str, Any] = {}
         if self.preset is not None:  # only then, so older run manifests still match
             extra["preset"] = self.preset.name
-            extra["input_format"] = input_format.to_dict() if input_format is not None else None
+            extra["input_format"] = self.adapter.input_format.to_dict()
             extra["max_new_tokens"] = self.max_new_tokens
         return {
             **extra,
@@ -221,12 +215,12 @@ class Pipeline:
 
         ``progress`` is called at each stage (``lrsvqa.pipeline.progress``)."""
         check_question(question)
-        if getattr(self.adapter, "input_format", self.input_format) != self.input_format:
-            self.adapter.use_input_format(self.input_format)  # type: ignore[attr-defined]
+        if self.adapter.input_format != self.input_format:
+            self.adapter.use_input_format(self.input_format)
         bar = TileBar() if progress is None and self.progress else None
         trace = Trace(progress or bar)
         try:
-            n_images = 1 if getattr(self.adapter, "single_placeholder", False) else 2
+            n_images = 1 if self.adapter.single_placeholder else 2
             check_context(
                 self.adapter, question, self.focus.token_budget, self.max_new_tokens, n_images
             )
@@ -330,8 +324,7 @@ class Pipeline:
         """Under the release format every row of a level's unpadded token grid ends with a
         newline, whether or not it holds a kept token (``prune_and_construct_features``
         keeps all newline indices of the level's grid)."""
-        fmt = getattr(self.adapter, "input_format", None)
-        if fmt is None or not fmt.newline_rows:
+        if not self.adapter.input_format.newline_rows:
             return segments
         from lrsvqa.focus.select import level_token_extent
 

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from lrsvqa.errors import ConfigError
 from lrsvqa.focus import FocusConfig
-from lrsvqa.models.release_format import InputFormat, prompt_format_for
+from lrsvqa.models.base import InputFormat
+from lrsvqa.models.release_format import prompt_format_for
 from lrsvqa.prune import LLMPruneConfig, PruneConfig
 from lrsvqa.pyramid import PyramidConfig
 
