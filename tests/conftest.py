@@ -19,6 +19,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Under pytest-xdist the workers share the CPUs: one torch/OpenMP thread each (set before
+# torch is imported; subprocesses and notebook kernels inherit it), so that their threads
+# do not spin against each other on a small machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # tiny/<family> models are built once per test session, never into the user's cache.
 _TEST_CACHE = tempfile.mkdtemp(prefix="lrsvqa-test-cache-")
 os.environ["LRSVQA_CACHE"] = _TEST_CACHE

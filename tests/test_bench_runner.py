@@ -45,13 +45,17 @@ ROOT = Path(__file__).resolve().parents[1]
 N = 40
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
+def _data(folder: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
     assert LRS_VQA.is_file(), f"missing {LRS_VQA}"  # CI has shared/data: fail, never skip
     rows = subset_rows(N)
-    root = tmp_path / "images"
+    root = folder / "images"
     write_standins(rows, root)
-    return write_jsonl(tmp_path / "subset.jsonl", rows), root, rows
+    return write_jsonl(folder / "subset.jsonl", rows), root, rows
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
+    return _data(tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -187,14 +191,46 @@ def test_torn_last_line_is_repaired(data, tmp_path, capsys, caplog, damage) -> N
 KILL_MOMENTS = ["loading", "during", "between"]
 
 
-@pytest.mark.parametrize("moment", KILL_MOMENTS)
-def test_sigkill_at_a_seeded_moment_then_resume(data, tmp_path: Path, moment: str) -> None:
-    out = tmp_path / "run"
+def _fake_bench(data: tuple[Path, Path, Any], out: Path, model: str) -> list[str]:
     args = [sys.executable, "-m", "tests.bench_fakes", *bench_args(data, out, "--json")]
-    args[args.index("fake/echo")] = "fake/slow"
+    args[args.index("fake/echo")] = model
+    return args
+
+
+def _fake_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(var, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def kill_data(tmp_path_factory) -> tuple[Path, Path, list[dict[str, Any]]]:
+    return _data(tmp_path_factory.mktemp("kill"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(kill_data, tmp_path_factory) -> list[dict[str, Any]]:
+    """The answers of one run that nobody killed (the same for every kill moment)."""
+    clean = tmp_path_factory.mktemp("clean") / "run"
+    ok = subprocess.run(
+        _fake_bench(kill_data, clean, "fake/echo"),
+        cwd=ROOT,
+        env=_fake_env(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr.decode()
+    return sorted(answers(clean / "answers.jsonl"), key=lambda r: r["question_id"])
+
+
+@pytest.mark.parametrize("moment", KILL_MOMENTS)
+def test_sigkill_at_a_seeded_moment_then_resume(
+    kill_data, uninterrupted, tmp_path: Path, moment: str
+) -> None:
+    out = tmp_path / "run"
+    args = _fake_bench(kill_data, out, "fake/slow")
+    env = _fake_env()
     rng = random.Random(f"sigkill-{moment}")
     k = rng.randint(2, N - 5)  # answers written before the kill ("during": the k+1-th ask)
     env["LRSVQA_FAKE_KILL"] = "loading" if moment == "loading" else f"{moment}:{k}"
@@ -213,17 +249,7 @@ def test_sigkill_at_a_seeded_moment_then_resume(data, tmp_path: Path, moment: st
     rows = answers(path)
     ids = Counter(r["question_id"] for r in rows)
     assert len(ids) == N and set(ids.values()) == {1}
-
-    clean = tmp_path / "clean"
-    fast = [a if a != "fake/slow" else "fake/echo" for a in args[: args.index(str(out))]]
-    ok = subprocess.run(
-        [*fast, str(clean), "--json"], cwd=ROOT, env=env, capture_output=True, timeout=120
-    )
-    assert ok.returncode == 0, ok.stderr.decode()
-    key = lambda r: r["question_id"]  # noqa: E731
-    resumed = sorted(rows, key=key)
-    reference = sorted(answers(clean / "answers.jsonl"), key=key)
-    assert resumed == reference
+    assert sorted(rows, key=lambda r: r["question_id"]) == uninterrupted
 
 
 def test_shards_then_merge_equal_an_unsharded_run(data, tmp_path, capsys) -> None:
