@@ -412,6 +412,28 @@ def test_token_required_and_checked(served: Any) -> None:
     assert Client(port).get("/api/jobs")[0] == 401
 
 
+def test_api_docs_load_nothing_from_outside(served: Any) -> None:
+    """/docs is Swagger UI from the package's vendored copy: every script, stylesheet and icon
+    it names is served here (users may be offline), and /openapi.json lists the API."""
+    import re
+
+    client = served["client"]
+    status, page = client.get("/docs")
+    assert status == 200
+    html = page.decode()
+    refs = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", html)
+    refs += re.findall(r"""url: ?['"]([^'"]+)['"]""", html)
+    assert refs and all(ref.startswith("/") for ref in refs), refs
+    for ref in refs:
+        status, body = client.get(ref)
+        assert status == 200 and body, ref
+    assert (
+        "SwaggerUIBundle"
+        in client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js")[1].decode()
+    )
+    assert "/api/ask" in client.get("/openapi.json")[1]["paths"]
+
+
 def test_scene_listing_stays_inside_root(served: Any) -> None:
     status, data = served["client"].get("/api/scenes")
     assert status == 200

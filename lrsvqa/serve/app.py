@@ -13,7 +13,14 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -57,6 +64,8 @@ def create_app(pipeline: Any, config: ServeConfig) -> Any:
         title="lrsvqa serve",
         version=__version__,
         description="Ask a vision-language model about gigapixel scenes; see its evidence on a map.",
+        docs_url=None,  # served below from the vendored Swagger UI, not from a CDN
+        redoc_url=None,
     )
     app.state.config, app.state.queue, app.state.catalog = config, queue, catalog
     app.state.tiles, app.state.runner, app.state.pipeline = tiles, runner, pipeline
@@ -119,6 +128,17 @@ def create_app(pipeline: Any, config: ServeConfig) -> Any:
     # -- the page ------------------------------------------------------------------
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        ui = "/static/vendor/swagger-ui"
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{ui}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ui}/swagger-ui.css",
+            swagger_favicon_url=f"{ui}/favicon-32x32.png",
+        )
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
