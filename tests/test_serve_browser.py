@@ -202,8 +202,15 @@ def test_page_in_headless_chromium(exposed_server: Any) -> None:
         driver.save_screenshot(str(ARTEFACTS / "serve_page.png"))
         errors = driver.find_element(By.ID, "error")
         assert not errors.is_displayed(), errors.text
+        # the API docs: the vendored Swagger UI renders every endpoint (no CDN reachable)
+        driver.get(base + "/docs")
+        title = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+        assert "lrsvqa serve" in title.text
+        operations = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        documented = {op.text.replace("\u200b", "") for op in operations}
     finally:
         driver.quit()
+    assert {"/api/ask", "/api/scenes"} <= documented, documented
     _, jobs = _get(f"{base}/api/jobs", TOKEN)
     job = jobs["jobs"][-1]
     _, result = _get(f"{base}/api/jobs/{job['id']}/result", TOKEN)
