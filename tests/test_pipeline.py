@@ -194,3 +194,36 @@ def test_all_over_budget_says_what_was_cut(ship_scene: Path) -> None:
     assert answer.notes and "raise --budget to 160" in answer.notes[0]
     assert answer.to_dict()["notes"] == answer.notes
     assert _pipeline(selector="all", token_budget=160).ask(ship_scene, "q").notes == []
+
+
+def test_identical_tiles_go_through_the_vision_tower_once(tmp_path: Path) -> None:
+    """A sparse scene's empty tiles are pixel-identical: one call encodes each distinct
+    image once and identical tiles share its tokens, which equal their own encoding; every
+    tile still counts as encoded (fresh) in the cost report."""
+    import torch
+
+    from lrsvqa.pipeline.session import Stopwatch
+
+    path = make_ship_scene(tmp_path / "sparse.tif", 6144, ships=3, sparse=True, seed=3).path
+    seen: list[int] = []
+
+    class Counting(StubAdapter):
+        def encode(self, images):  # type: ignore[no-untyped-def]
+            seen.append(len(images))
+            return super().encode(images)
+
+    pipeline = Pipeline(Counting())
+    session = pipeline.sessions.get(str(path), None, pipeline.pyramid, pipeline.adapter)
+    level = len(session.pyramid.levels) - 2
+    tiles = session.pyramid.tiles(level)
+    got = session.encode_tiles(tiles, Stopwatch())
+    assert len(tiles) >= 40 and sum(seen) < len(tiles) // 2, (sum(seen), len(tiles))
+    assert all(got.fresh)
+    reference = StubAdapter()
+    distinct = set()
+    for tile, tokens in zip(tiles, got.tokens, strict=True):
+        image = session.pyramid.read_tile(tile)
+        distinct.add(image.tobytes())
+        assert torch.equal(tokens.embeds, reference.encode([image])[0].embeds), tile.key
+    assert sum(seen) == len(distinct) > 1
+    pipeline.close()

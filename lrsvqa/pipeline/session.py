@@ -3,6 +3,7 @@ statistics and the encoded tiles, within a memory cap."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -12,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from lrsvqa.errors import ConfigError
 from lrsvqa.io.scene import Scene, is_remote, open_scene
@@ -120,12 +123,13 @@ class SceneSession:
         fresh = {t.key for t in missing}
         if on_batch is not None:
             on_batch(0, len(missing))
+        seen: dict[bytes, VisionTokens] = {}
         for i in range(0, len(missing), batch_size):
             batch = missing[i : i + batch_size]
             with watch.timing("read"):
                 images = self.pyramid.read_tiles(batch)
             with watch.timing("encode"):
-                encoded = self._pooled(self.adapter.encode(images))
+                encoded = self._encode_distinct(images, seen)
             for tile, tokens in zip(batch, encoded, strict=True):
                 self._store(tile.key, tokens)
             if on_batch is not None:
@@ -139,6 +143,22 @@ class SceneSession:
                 self._tiles.move_to_end(tile.key)
             out.append(cached)
         return EncodedTiles(out, [t.key in fresh for t in tiles])
+
+    def _encode_distinct(
+        self, images: list[np.ndarray], seen: dict[bytes, VisionTokens]
+    ) -> list[VisionTokens]:
+        """Tokens of ``images``; pixel-identical images (the empty tiles of a sparse scene,
+        a nodata collar) go through the vision tower once per call and share their tokens.
+        They still count as encoded in the cost report, as on a model run without this."""
+        keys = [_pixel_key(im) for im in images]
+        todo: dict[bytes, np.ndarray] = {}
+        for key, image in zip(keys, images, strict=True):
+            if key not in seen and key not in todo:
+                todo[key] = image
+        if todo:
+            fresh = self._pooled(self.adapter.encode(list(todo.values())))
+            seen.update(zip(todo, fresh, strict=True))
+        return [seen[key] for key in keys]
 
     def _pooled(self, tokens: list[VisionTokens]) -> list[VisionTokens]:
         """Tile tokens pooled ``tile_pool`` x ``tile_pool`` (the release's 2 x 2 for LLaVA)."""
@@ -229,3 +249,11 @@ class SessionCache:
             for session in self._sessions.values():
                 session.close()
             self._sessions.clear()
+
+
+def _pixel_key(image: np.ndarray) -> bytes:
+    """A digest of an image's shape, dtype and pixels."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((image.shape, image.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.digest()
