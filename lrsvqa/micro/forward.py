@@ -28,6 +28,7 @@ class Losses:
     grounding: torch.Tensor | None
     answer_correct: bool | None = None
     target_share: float | None = None  # attention share on the targets (after renormalising)
+    readout: torch.Tensor | None = None  # the asked-about object's class/colour at the last token
     chance_share: float | None = None  # the share a uniform attention would give
 
 
@@ -83,6 +84,14 @@ def probe_head(hidden: int) -> torch.nn.Module:
     return head
 
 
+def readout_head(hidden: int) -> torch.nn.Module:
+    from lrsvqa.testing.world import CLASSES, COLOURS
+
+    head = torch.nn.Linear(hidden, len(CLASSES) + len(COLOURS))
+    head.n_classes = len(CLASSES)  # type: ignore[assignment]
+    return head
+
+
 def segments_for(example: Example, feats: list[torch.Tensor]) -> list[VisionSegment]:
     """[thumbnail] + tiles, as ``prune.assemble_segments`` lays them out for the LLM."""
     grid = (8, 8)
@@ -100,11 +109,46 @@ def segments_for(example: Example, feats: list[torch.Tensor]) -> list[VisionSegm
     return segs
 
 
+def target_attributes(example: Example) -> tuple[int, int]:
+    """Class id and colour id (0: none) most common under the asked-about objects' cells
+    in the example's tiles."""
+    classes: list[int] = []
+    colours: list[int] = []
+    if example.labels is None or example.colours is None:
+        return 0, 0
+    for k, cells in enumerate(example.targets, start=1):
+        if len(cells):
+            classes += [int(c) for c in example.labels[k][cells] if c > 0]
+            colours += [int(c) for c in example.colours[k][cells] if c > 0]
+    pick = lambda ids: max(set(ids), key=ids.count) if ids else 0  # noqa: E731
+    return pick(classes), pick(colours)
+
+
+def readout_loss(
+    head: torch.nn.Module, hidden: torch.Tensor, example: Example
+) -> torch.Tensor | None:
+    """Training-only probe on the LLM's last prompt position: it must name the class and
+    colour of the object the question is about, so the LLM learns to carry what its
+    attention lands on to where the answer is read (not part of the shipped model)."""
+    cls, col = target_attributes(example)
+    if cls == 0:
+        return None
+    logits = head(hidden)
+    n_cls = int(head.n_classes)  # type: ignore[arg-type]
+    loss = torch.nn.functional.cross_entropy(logits[None, :n_cls], torch.tensor([cls - 1]))
+    if col > 0:
+        loss = loss + torch.nn.functional.cross_entropy(
+            logits[None, n_cls:], torch.tensor([col - 1])
+        )
+    return loss
+
+
 def example_losses(
     adapter: HFAdapter,
     example: Example,
     feats: list[torch.Tensor],
     focus_layer: int,
+    readout_head: torch.nn.Module | None = None,
 ) -> Losses:
     segments = segments_for(example, feats)
     inputs = adapter.build_inputs(segments, example.question)
@@ -156,6 +200,10 @@ def example_losses(
     finally:
         handle.remove()
     losses = Losses(answer=None, grounding=None)
+    if readout_head is not None:
+        losses.readout = readout_loss(
+            readout_head, out.last_hidden_state[0, prompt_len - 1], example
+        )
     if answer_ids:
         hidden = out.last_hidden_state[0, prompt_len - 1 : -1]
         logits = model.lm_head(hidden)

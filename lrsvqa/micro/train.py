@@ -87,6 +87,7 @@ def train(
     answer_weight: float = 4.0,
     grounding_weight: float = 1.0,
     token_weight: float = 1.0,
+    readout_weight: float = 0.0,
     seed: int = 0,
     single_tile_worlds: int = 0,
     single_tile_share: float = 0.0,
@@ -97,7 +98,13 @@ def train(
     import torch
     from tqdm import tqdm
 
-    from lrsvqa.micro.forward import encode_with_grad, example_losses, probe_head, token_losses
+    from lrsvqa.micro.forward import (
+        encode_with_grad,
+        example_losses,
+        probe_head,
+        readout_head,
+        token_losses,
+    )
     from lrsvqa.micro.model import FOCUS_LAYER, build
     from lrsvqa.models import from_pretrained
 
@@ -117,6 +124,8 @@ def train(
     }
     if single_tile_worlds:
         settings["single_tile_worlds"] = single_tile_worlds
+    if readout_weight:
+        settings["readout_weight"] = readout_weight
     if single_tile_share:
         if not 0 < single_tile_share < 1:
             from lrsvqa.errors import ConfigError
@@ -138,7 +147,10 @@ def train(
     model.train()
     torch.manual_seed(seed)
     head = probe_head(adapter.capabilities.hidden_size)
+    readout = readout_head(adapter.capabilities.hidden_size) if readout_weight else None
     params = [*model.parameters(), *head.parameters()]
+    if readout is not None:
+        params += list(readout.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 30)
 
@@ -153,6 +165,8 @@ def train(
         state = torch.load(state_path, weights_only=False)
         model.load_state_dict(state["model"])
         head.load_state_dict(state["head"])
+        if readout is not None:
+            readout.load_state_dict(state["readout"])
         opt.load_state_dict(state["opt"])
         step, chunk, offset = state["step"], state["chunk"], state["offset"]
         torch.set_rng_state(state["torch_rng"])
@@ -177,6 +191,7 @@ def train(
                     "chance": [],
                     "correct": [],
                     "tokens": [],
+                    "readout": [],
                 }
                 aux = token_losses(head, feats, group) if token_weight > 0 else None
                 if aux is not None:
@@ -185,12 +200,15 @@ def train(
                 i = 0
                 for e in group:
                     n = len(e.images)
-                    losses = example_losses(adapter, e, feats[i : i + n], FOCUS_LAYER)
+                    losses = example_losses(adapter, e, feats[i : i + n], FOCUS_LAYER, readout)
                     i += n
                     if losses.answer is not None:
                         total = total + answer_weight * losses.answer / batch
                         stats["answer"].append(float(losses.answer.detach()))
                         stats["correct"].append(float(bool(losses.answer_correct)))
+                    if losses.readout is not None:
+                        total = total + readout_weight * losses.readout / batch
+                        stats["readout"].append(float(losses.readout.detach()))
                     if losses.grounding is not None:
                         total = total + grounding_weight * losses.grounding / batch
                         stats["grounding"].append(float(losses.grounding.detach()))
@@ -218,7 +236,7 @@ def train(
                 )
                 if step % checkpoint_every == 0 or step == steps:
                     log_file.flush()
-                    _checkpoint(state_path, model, head, opt, step, c, offset)
+                    _checkpoint(state_path, model, head, opt, step, c, offset, readout)
             if step >= steps:
                 break
             offset = 0
@@ -228,7 +246,7 @@ def train(
         log_file.close()
     model.eval()
     model.save_pretrained(model_dir, safe_serialization=True)
-    _checkpoint(state_path, model, head, opt, step, chunk, offset)
+    _checkpoint(state_path, model, head, opt, step, chunk, offset, readout)
     from lrsvqa.micro.evaluate import evaluate_single_tile
 
     report = evaluate_single_tile(str(model_dir), n_questions=eval_questions)
@@ -237,7 +255,14 @@ def train(
 
 
 def _checkpoint(
-    path: Path, model: Any, head: Any, opt: Any, step: int, chunk: int, offset: int
+    path: Path,
+    model: Any,
+    head: Any,
+    opt: Any,
+    step: int,
+    chunk: int,
+    offset: int,
+    readout: Any = None,
 ) -> None:
     import torch
 
@@ -246,6 +271,7 @@ def _checkpoint(
         {
             "model": model.state_dict(),
             "head": head.state_dict(),
+            **({"readout": readout.state_dict()} if readout is not None else {}),
             "opt": opt.state_dict(),
             "step": step,
             "chunk": chunk,
@@ -266,6 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--answer-weight", type=float, default=4.0)
     parser.add_argument("--grounding-weight", type=float, default=1.0)
     parser.add_argument("--token-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--readout-weight",
+        type=float,
+        default=0.0,
+        help="Training-only probe at the last prompt token: the asked-about object's class "
+        "and colour (0: off).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--single-tile-worlds",
@@ -292,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         answer_weight=args.answer_weight,
         grounding_weight=args.grounding_weight,
         token_weight=args.token_weight,
+        readout_weight=args.readout_weight,
         seed=args.seed,
         single_tile_worlds=args.single_tile_worlds,
         single_tile_share=args.single_tile_share,
