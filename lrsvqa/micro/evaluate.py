@@ -75,3 +75,24 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
     out["overall"] = round(100 * sum(r["correct"] for r in rows) / max(1, len(rows)), 1)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lrsvqa.micro.evaluate RUN_DIR``: redo a training run's held-out evaluation
+    (``RUN_DIR/eval.json``), e.g. when the run stopped before its own."""
+    import argparse
+    import json
+    import os
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--questions", type=int, default=400)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    report = evaluate_single_tile(str(args.run / "model"), n_questions=args.questions)
+    (args.run / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({"overall": report["overall"], "categories": report["categories"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -171,7 +171,13 @@ def train(
         step, chunk, offset = state["step"], state["chunk"], state["offset"]
         torch.set_rng_state(state["torch_rng"])
         log.info("resuming at step %d (chunk %d, offset %d)", step, chunk, offset)
-    log_file = (folder / "log.jsonl").open("a")
+    log_path = folder / "log.jsonl"
+    if log_path.exists():  # rows after the checkpoint resumed from are written again below
+        rows = [r for r in log_path.read_text().splitlines() if r.strip()]
+        kept = [r for r in rows if json.loads(r)["step"] <= step]
+        if len(kept) < len(rows):
+            log_path.write_text("".join(r + "\n" for r in kept))
+    log_file = log_path.open("a")
     bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
     loader = _iterable(chunk, seed, single_tile_worlds, single_tile_share)
     started = time.perf_counter()

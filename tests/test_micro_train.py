@@ -1,0 +1,64 @@
+"""The micro model's trainer: seeded (two runs give the same weights) and resumable (a run
+stopped after a checkpoint and started again ends where an uninterrupted one does)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lrsvqa.micro import train as train_mod
+
+SMALL = {"steps": 3, "batch": 2, "single_tile_worlds": 8, "eval_questions": 2, "threads": 1}
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model" / "model.safetensors")
+
+
+def _steps(run: Path) -> list[int]:
+    return [json.loads(r)["step"] for r in (run / "log.jsonl").read_text().splitlines() if r]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("micro") / "a"
+    train_mod.train(run, checkpoint_every=1, **SMALL)
+    return run
+
+
+def test_a_seeded_run_is_reproduced(uninterrupted: Path, tmp_path: Path) -> None:
+    again = tmp_path / "b"
+    train_mod.train(again, checkpoint_every=1, **SMALL)
+    a, b = _weights(uninterrupted), _weights(again)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _steps(again) == [1, 2, 3]
+    assert (again / "eval.json").is_file()
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(
+    uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "c"
+    real = train_mod._checkpoint
+
+    def stop_after_step_1(path, model, head, opt, step, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real(path, model, head, opt, step, *args, **kwargs)
+        if step == 1:
+            raise KeyboardInterrupt  # killed after the checkpoint of step 1 ...
+
+    monkeypatch.setattr(train_mod, "_checkpoint", stop_after_step_1)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(run, checkpoint_every=1, **SMALL)
+    # ... with a log row written past it, as a kill between checkpoints leaves
+    with (run / "log.jsonl").open("a") as log:
+        log.write(json.dumps({"step": 2, "answer": 9.9}) + "\n")
+    monkeypatch.setattr(train_mod, "_checkpoint", real)
+    train_mod.train(run, checkpoint_every=1, **SMALL)  # the same command again
+    a, c = _weights(uninterrupted), _weights(run)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert _steps(run) == [1, 2, 3]  # the stale row of step 2 was dropped
