@@ -161,3 +161,6 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_cli_start_is_light() -> None:
     code = "import sys, lrsvqa.cli.main; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    # nor does the Python API before a model is loaded (torch: ~180 MB, ~2 s)
+    code = "import sys, lrsvqa.pipeline, lrsvqa.focus; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

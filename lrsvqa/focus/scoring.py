@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
+    import torch
+
     from lrsvqa.models.base import Adapter, PreparedInputs, VisionSegment
 
 
@@ -83,6 +84,8 @@ class AttentionScorer:
         candidate = (inputs.vision_segment >= 1).to(attention.device)
         seps = newline_candidates(inputs) if self.newlines else None
         if seps is not None and readout.separator_weights is not None:
+            import torch  # here, not at import: `import lrsvqa.pipeline` stays light
+
             attention = torch.cat([attention, readout.separator_weights.to(attention.device)], -1)
             candidate = torch.cat([candidate, seps.to(attention.device)])
         scores = candidate_distribution(attention, candidate).double().cpu().numpy()
