@@ -93,14 +93,12 @@ class LLMPruneConfig:
 
     def stage_counts(self, n: int, stages: int) -> list[int]:
         """Image tokens kept after each of ``stages`` PyramidDrop stages, from ``n``."""
-        from lrsvqa.prune.pyramid_drop import keep_count
+        from lrsvqa.prune.pyramid_drop import pdrop_stages
 
         out, current = [], n
-        for s in range(1, stages + 1):
-            if self.pdrop_rounding == "release":
-                current = min(current, int(n * self.pdrop_ratio**s))
-            else:
-                current = keep_count(current, self.pdrop_ratio)
+        release = self.pdrop_rounding == "release"
+        for stage in pdrop_stages(range(stages), self.pdrop_ratio, original=release):
+            current = stage.kept(n, current)
             out.append(current)
         return out
 
@@ -207,8 +205,6 @@ def planned_tokens_per_layer(
 ) -> list[int]:
     """Tokens each decoder layer sees in prefill for a ``length``-token prompt holding
     ``n_image`` droppable image tokens (separators and text are never dropped)."""
-    from lrsvqa.prune.pyramid_drop import keep_count
-
     config.validate(num_layers)
     stages = stages_for(config, num_layers)
     drops = {s.drop_layer: s for s in stages}
@@ -216,7 +212,7 @@ def planned_tokens_per_layer(
     n = n_image
     for i in range(num_layers):
         if i in drops:
-            n = drops[i].count(n_image, n) if drops[i].count else keep_count(n, drops[i].keep_ratio)
+            n = drops[i].kept(n_image, n)
         out.append(length - n_image + n)
     return out
 

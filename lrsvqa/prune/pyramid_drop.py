@@ -53,6 +53,12 @@ class Stage:
     # (original image tokens N, tokens present n) -> tokens kept; None: keep_count(n, ratio)
     count: Callable[[int, int], int] | None = None
 
+    def kept(self, original: int, present: int) -> int:
+        """Image tokens this stage keeps of ``present``, ``original`` before any stage."""
+        if self.count is not None:
+            return self.count(original, present)
+        return keep_count(present, self.keep_ratio)
+
 
 def keep_count(n: int, ratio: float) -> int:
     """How many of ``n`` image tokens a stage keeps: ``n * ratio`` rounded half up."""
@@ -243,12 +249,7 @@ class RowDropper:
         """Local indices of the rows that go on: every non-image row + the top image rows."""
         image = self.droppable[self.keep]
         candidates = torch.nonzero(image).flatten()
-        present = int(candidates.numel())
-        k = (
-            stage.count(self.n_image, present)
-            if stage.count is not None
-            else keep_count(present, stage.keep_ratio)
-        )
+        k = stage.kept(self.n_image, int(candidates.numel()))
         if k == candidates.numel():
             return torch.arange(int(image.numel()), device=image.device)
         order = torch.sort(scores[candidates].float(), descending=True, stable=True).indices
