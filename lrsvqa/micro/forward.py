@@ -76,20 +76,18 @@ def token_losses(
     return loss
 
 
-def probe_head(hidden: int) -> torch.nn.Module:
+def probe_head(hidden: int, *, background: bool = True) -> torch.nn.Module:
+    """A linear head over class (plus "no object" first when ``background``) and colour."""
     from lrsvqa.testing.world import CLASSES, COLOURS
 
-    head = torch.nn.Linear(hidden, 1 + len(CLASSES) + len(COLOURS))
+    head = torch.nn.Linear(hidden, int(background) + len(CLASSES) + len(COLOURS))
     head.n_classes = len(CLASSES)  # type: ignore[assignment]
     return head
 
 
 def readout_head(hidden: int) -> torch.nn.Module:
-    from lrsvqa.testing.world import CLASSES, COLOURS
-
-    head = torch.nn.Linear(hidden, len(CLASSES) + len(COLOURS))
-    head.n_classes = len(CLASSES)  # type: ignore[assignment]
-    return head
+    """The readout probe's head: the asked-about object's class and colour (no background)."""
+    return probe_head(hidden, background=False)
 
 
 def segments_for(example: Example, feats: list[torch.Tensor]) -> list[VisionSegment]:
