@@ -240,3 +240,32 @@ def test_closing_a_scene_waits_for_a_read_in_flight(
     scene.close()
     reader.join()
     assert seen == [True]  # close() waited: the handle was open until the read ended
+
+
+def _read_in_child(path: str, queue) -> None:  # type: ignore[no-untyped-def]
+    with DynamicImagePyramid(path, tile_size=224, read_threads=2) as pyramid:
+        tiles = pyramid.read_tiles(pyramid.tiles(len(pyramid.levels) - 1)[:4])
+    queue.put([t.tobytes() for t in tiles])
+
+
+def test_threaded_reads_work_in_a_forked_child(geotiff) -> None:
+    """A process forked after threaded reads (a DataLoader worker of the micro trainer, a
+    fork-based pool) inherits the read pool without its threads; its own threaded reads
+    must still run (they waited forever and hung the trainer's test in CI)."""
+    import multiprocessing
+
+    path = geotiff(900, 900, blocksize=128)
+    with DynamicImagePyramid(path, tile_size=224, read_threads=2) as pyramid:
+        tiles = pyramid.tiles(len(pyramid.levels) - 1)[:4]
+        expected = [t.tobytes() for t in pyramid.read_tiles(tiles)]  # the pool now exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(str(path), queue))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert got == expected
