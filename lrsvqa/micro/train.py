@@ -4,7 +4,9 @@ Seeded and reproducible (a fixed number of steps over a deterministic stream of 
 worlds), resumable (rerun the same command: it continues from the last checkpoint), with a
 progress bar, ``log.jsonl`` (losses, attention share on the targets against chance) and a
 held-out evaluation at the end (``eval.json``). The result folder is a model folder that
-``lrsvqa`` loads like any other (``--model runs/micro/model``).
+``lrsvqa`` loads like any other (``--model runs/micro/model``). The worlds are built in a
+spawned worker process: a script that calls ``train()`` needs the usual
+``if __name__ == "__main__":`` guard.
 
 Loss = ``answer_weight`` x answer cross-entropy + ``grounding_weight`` x grounding +
 ``token_weight`` x token probe. Grounding is minus the log of the share of the focus layer's
@@ -28,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 
 CHUNK = 8  # worlds mixed in one shuffle buffer
 
 
-class _Chunks:
+class _Chunks(torch.utils.data.IterableDataset):
     """Deterministic stream of shuffled example chunks (one worker process builds them)."""
 
     def __init__(
@@ -67,14 +70,16 @@ class _Chunks:
 
 
 def _iterable(start: int, base_seed: int, single_tile_worlds: int, share: float) -> Any:
-    import torch
-
-    class Stream(torch.utils.data.IterableDataset):
-        def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
-            return iter(_Chunks(start, base_seed, single_tile_worlds, share))
-
+    # The worker is spawned, not forked: a fork copies whatever the calling process holds
+    # (thread pools without their threads, locks held by other threads, GDAL and torch
+    # state), and the trainer's test hung in CI on a worker forked from a pytest worker.
     return torch.utils.data.DataLoader(
-        Stream(), batch_size=None, num_workers=1, prefetch_factor=2, persistent_workers=False
+        _Chunks(start, base_seed, single_tile_worlds, share),
+        batch_size=None,
+        num_workers=1,
+        prefetch_factor=2,
+        persistent_workers=False,
+        multiprocessing_context="spawn",
     )
 
 
@@ -95,7 +100,6 @@ def train(
     checkpoint_every: int = 100,
     eval_questions: int = 400,
 ) -> Path:
-    import torch
     from tqdm import tqdm
 
     from lrsvqa.micro.forward import (
@@ -270,8 +274,6 @@ def _checkpoint(
     offset: int,
     readout: Any = None,
 ) -> None:
-    import torch
-
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
