@@ -242,30 +242,38 @@ def test_closing_a_scene_waits_for_a_read_in_flight(
     assert seen == [True]  # close() waited: the handle was open until the read ended
 
 
-def _read_in_child(path: str, queue) -> None:  # type: ignore[no-untyped-def]
+FORKED_READS = """
+import multiprocessing, sys
+from lrsvqa.pyramid import DynamicImagePyramid
+
+def tiles(path):
     with DynamicImagePyramid(path, tile_size=224, read_threads=2) as pyramid:
-        tiles = pyramid.read_tiles(pyramid.tiles(len(pyramid.levels) - 1)[:4])
-    queue.put([t.tobytes() for t in tiles])
+        return [t.tobytes() for t in pyramid.read_tiles(pyramid.tiles(len(pyramid.levels) - 1)[:4])]
+
+def child(path, queue):
+    queue.put(tiles(path))
+
+expected = tiles(sys.argv[1])  # the read pool now exists in this process
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+proc = ctx.Process(target=child, args=(sys.argv[1], queue))
+proc.start()
+got = queue.get(timeout=60)
+proc.join(timeout=10)
+sys.exit(0 if got == expected else 3)
+"""
 
 
 def test_threaded_reads_work_in_a_forked_child(geotiff) -> None:
-    """A process forked after threaded reads (a DataLoader worker of the micro trainer, a
-    fork-based pool) inherits the read pool without its threads; its own threaded reads
-    must still run (they waited forever and hung the trainer's test in CI)."""
-    import multiprocessing
+    """A process forked after threaded reads (a fork-based pool, a DataLoader worker)
+    inherits the read pool without its threads; its own threaded reads must still run
+    (they waited forever). Run in a fresh interpreter: a pytest worker holds threads of
+    its own that make any fork of it hazardous."""
+    import subprocess
+    import sys
 
     path = geotiff(900, 900, blocksize=128)
-    with DynamicImagePyramid(path, tile_size=224, read_threads=2) as pyramid:
-        tiles = pyramid.tiles(len(pyramid.levels) - 1)[:4]
-        expected = [t.tobytes() for t in pyramid.read_tiles(tiles)]  # the pool now exists
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_read_in_child, args=(str(path), queue))
-    child.start()
-    try:
-        got = queue.get(timeout=60)
-    finally:
-        child.join(timeout=10)
-        if child.is_alive():
-            child.kill()
-    assert got == expected
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_READS, str(path)], capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
