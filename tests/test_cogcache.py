@@ -253,3 +253,20 @@ def test_gdal_decoding_threads_share_the_cpus_with_read_threads(read_threads: in
     expected = str(max(1, (os.cpu_count() or 1) // read_threads))
     assert reported == f"{expected} (lrsvqa default)"
     assert str(in_force) == expected
+
+
+def test_ask_on_a_png_converts_it_without_warnings_and_says_so(cache: Path, tmp_path: Path) -> None:
+    """A user's first ask on a big PNG: no raw GDAL/rasterio warning on stderr, and the
+    conversion (not part of the cost report) is named once, in --json among the notes."""
+    png = _png(tmp_path / "scene.png")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "default"}
+    args = [sys.executable, "-m", "lrsvqa.cli.main", "ask", str(png), "How many ships?"]
+    args += ["--model", "tiny/qwen2_vl", "--max-new-tokens", "2", "--device", "cpu"]
+    first = subprocess.run([*args, "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "Warning" not in first.stderr, first.stderr
+    notes = json.loads(first.stdout)["notes"]
+    assert [n for n in notes if "converted once into the COG cache" in n] != []
+    second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "Warning" not in second.stderr and "converted once" not in second.stderr

@@ -152,7 +152,7 @@ def ask(
 
     check_question(question)
     band_choice = parse_bands(bands)
-    preset_notes = apply_preset(model_kw, model_kw.get("preset"))
+    notes = apply_preset(model_kw, model_kw.get("preset"))
     # Bad input fails in a second, before a model loads for a minute: the scene, the
     # settings (a budget below the thumbnail is refused when the model is known), the
     # output paths. A big PNG/JPEG is converted into the COG cache now, once
@@ -162,12 +162,16 @@ def ask(
     check_output_path(geojson, "--geojson")
     check_output_path(overlay, "--overlay")
     cached = ensure_cog(scene, progress=not as_json)
-    if cached.status == "converted" and not as_json:
-        click.echo(
-            f"note: {scene} converted once into the COG cache ({cached.seconds:.0f} s): "
-            "later questions read only the windows they need",
-            err=True,
+    if cached.status == "converted":
+        conversion = (
+            f"{scene} converted once into the COG cache ({cached.seconds:.0f} s, not in the "
+            "cost report): later questions read only the windows they need"
         )
+        # Said at once on stderr; with --json it is one of the answer's notes instead.
+        if as_json:
+            notes.append(conversion)
+        else:
+            click.echo(f"note: {conversion}", err=True)
     with open_scene(scene, bands=band_choice, cog_cache=True) as opened:
         if geojson and geojson_crs == "EPSG:4326" and opened.crs is None:
             raise ConfigError(
@@ -182,6 +186,6 @@ def ask(
                 err=True,
             )
         answer = pipeline.ask(scene, question, bands=band_choice)
-        answer.notes[:0] = preset_notes
+        answer.notes[:0] = notes
         write_outputs(pipeline, answer, geojson, geojson_crs, overlay)
     report(answer, as_json, geojson, overlay)

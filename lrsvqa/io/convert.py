@@ -56,47 +56,48 @@ def convert_to_cog(
     configure_gdal()
     try:
         with warnings.catch_warnings():
-            # A PNG without georeferencing converts to a COG without one.
+            # A PNG without georeferencing converts to a COG without one: opening
+            # it, writing the tiled copy and the COG layout all warn about that.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(src_path)
-        with src:
-            profile = src.profile.copy()
-            profile.update(
-                driver="GTiff",
-                tiled=True,
-                blockxsize=blocksize,
-                blockysize=blocksize,
-                # The intermediate is read back twice (overviews, COG layout): not
-                # compressing it saves a compress and two decompress passes.
-                compress="none",
-                BIGTIFF="IF_SAFER",
-            )
-            profile.pop("photometric", None)  # e.g. YCbCr only makes sense with JPEG
-            step = decode_rows(src.height, blocksize)
-            rows = range(0, src.height, step)
-            with rasterio.open(tmp, "w", **profile) as dst_ds:
-                dst_ds.colorinterp = src.colorinterp
-                if tags:
-                    dst_ds.update_tags(**tags)
-                for y0 in _progress(rows, progress, desc, unit="strip"):
-                    window = RioWindow(0, y0, src.width, min(step, src.height - y0))
-                    _copy_strip(src, dst_ds, window)
-                factors = _factors(src.width, src.height, blocksize)
-                if factors:
-                    for _ in _progress(range(1), progress, "overviews", unit="step"):
-                        dst_ds.build_overviews(factors, Resampling.average)
-        for _ in _progress(range(1), progress, "COG layout", unit="step"):
-            rasterio.shutil.copy(
-                tmp,
-                out_tmp,
-                driver="COG",
-                COMPRESS=compress.upper(),
-                BLOCKSIZE=blocksize,
-                OVERVIEWS="FORCE_USE_EXISTING",
-                BIGTIFF="IF_SAFER",
-                NUM_THREADS="ALL_CPUS",
-            )
-        os.replace(out_tmp, dst)
+            with src:
+                profile = src.profile.copy()
+                profile.update(
+                    driver="GTiff",
+                    tiled=True,
+                    blockxsize=blocksize,
+                    blockysize=blocksize,
+                    # The intermediate is read back twice (overviews, COG layout): not
+                    # compressing it saves a compress and two decompress passes.
+                    compress="none",
+                    BIGTIFF="IF_SAFER",
+                )
+                profile.pop("photometric", None)  # e.g. YCbCr only makes sense with JPEG
+                step = decode_rows(src.height, blocksize)
+                rows = range(0, src.height, step)
+                with rasterio.open(tmp, "w", **profile) as dst_ds:
+                    dst_ds.colorinterp = src.colorinterp
+                    if tags:
+                        dst_ds.update_tags(**tags)
+                    for y0 in _progress(rows, progress, desc, unit="strip"):
+                        window = RioWindow(0, y0, src.width, min(step, src.height - y0))
+                        _copy_strip(src, dst_ds, window)
+                    factors = _factors(src.width, src.height, blocksize)
+                    if factors:
+                        for _ in _progress(range(1), progress, "overviews", unit="step"):
+                            dst_ds.build_overviews(factors, Resampling.average)
+            for _ in _progress(range(1), progress, "COG layout", unit="step"):
+                rasterio.shutil.copy(
+                    tmp,
+                    out_tmp,
+                    driver="COG",
+                    COMPRESS=compress.upper(),
+                    BLOCKSIZE=blocksize,
+                    OVERVIEWS="FORCE_USE_EXISTING",
+                    BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS",
+                )
+            os.replace(out_tmp, dst)
     except RasterioError as exc:
         message = gdal_message(exc)
         if "not recognized" in message or "not a supported" in message.lower():
