@@ -152,6 +152,16 @@ def test_bench_then_report(mme, tmp_path: Path, capsys) -> None:
     md = (out / "report.md").read_text()
     assert "# MME-RealWorld-RS report" in md and "| Perception | Remote Sensing | color |" in md
     assert "paper_tflops — papers'" in md
+    # the published Remote Sensing rows beside ours, with the question set named
+    ours = f"**{100 * total / 18:.2f}%**"
+    assert (
+        f"18 of the split's 3,738 questions: not the published rows' question set) | | {ours} |"
+        in md
+    )
+    assert "| LLaVA1.5-7B | Vicuna-7B | 22.12% |" in md and "| GPT-4o | - | 28.92% |" in md
+    assert "arXiv:2408.13257" in md
+    rows = {(p["method"], p["model"]): p["aa"]["Remote Sensing"] for p in data["published"]}
+    assert len(rows) == 28 and rows[("LLaVA-Next", "Qwen-72B")] == 29.13
 
 
 def test_mme_and_lrsvqa_settings_do_not_mix(mme, tmp_path: Path, capsys) -> None:

@@ -8,7 +8,9 @@ from typing import Any
 
 from lrsvqa.bench.answers import read_answer_lines, write_json_atomic
 from lrsvqa.bench.manifest import merged_question_ids, run_manifests
-from lrsvqa.bench.mme_score import MME_PUBLISHED, MMEReport, score_mme
+from lrsvqa.bench.mme_score import MMEReport, score_mme
+from lrsvqa.bench.published import MME_CITATION, MME_PUBLISHED, MME_RS_QUESTIONS
+from lrsvqa.bench.records import percent
 from lrsvqa.bench.report import COST_LABELS, COST_SHOWN, cost_table, run_answer_files
 from lrsvqa.errors import DataError
 
@@ -47,8 +49,31 @@ class MMERunReport:
             "missing_ids": list(self.missing[:200]),
             "accuracy": self.scores.to_dict(),
             "cost": self.costs,
-            "published": [{"label": label, "accuracy": acc} for label, acc in MME_PUBLISHED],
+            "published": [p.to_dict() for p in MME_PUBLISHED],
         }
+
+    def _published_markdown(self) -> list[str]:
+        """Our Remote Sensing accuracy in a table beside every published row."""
+        ours = self.scores.accuracy(subtask="Remote Sensing")
+        questions = sum(c.total for c in self.scores.cells if c.subtask == "Remote Sensing")
+        if questions == MME_RS_QUESTIONS:
+            scope = f"all {MME_RS_QUESTIONS:,} Remote Sensing questions, as the published rows"
+        else:
+            scope = (
+                f"{questions:,} of the split's {MME_RS_QUESTIONS:,} questions: not the "
+                "published rows' question set"
+            )
+        out = [
+            "MME-RealWorld's perception accuracy on its Remote Sensing split (the paper gives "
+            "the split's overall accuracy, not one per category).",
+            "",
+            "| method | LLM | Remote Sensing |",
+            "|---|---|---:|",
+            f"| **this run** (`{self.model or '?'}`; {scope}) | | **{percent(ours)}** |",
+        ]
+        for p in sorted(MME_PUBLISHED, key=lambda p: -p.aa["Remote Sensing"]):
+            out.append(f"| {p.method} | {p.model} | {p.aa['Remote Sensing']:.2f}% |")
+        return [*out, "", f"Source: {MME_CITATION}."]
 
     def to_markdown(self) -> str:
         """The report as Markdown (what ``lrsvqa report`` prints)."""
@@ -60,15 +85,7 @@ class MMERunReport:
         if self.missing:
             out.append(f"- **{len(self.missing)} questions unanswered** (see report.json)")
         out += ["", "## Accuracy (official MME-RealWorld scoring)", "", self.scores.to_markdown()]
-        out += ["", "## Compared with published results", ""]
-        if MME_PUBLISHED:
-            out += [f"- {label}: {acc}" for label, acc in MME_PUBLISHED]
-        else:
-            out.append(
-                "No published MME-RealWorld-RS figures are transcribed here: the LRS-VQA paper "
-                "gives them only as figures. Compare with its Table by category (color, count, "
-                "position) and overall."
-            )
+        out += ["", "## Compared with published results", "", *self._published_markdown()]
         out += ["", "## Cost (per answer)", ""]
         shown = {k: v for k, v in self.costs.items() if k.startswith(COST_SHOWN)}
         if not shown:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lrsvqa.bench.records import percent
 from lrsvqa.errors import DataError
 
 #: MME-RealWorld's answer prefixes, exactly as its list evaluates in Python.
@@ -31,10 +32,6 @@ ANSWER_PREFIXES: tuple[str, ...] = (
     "The best option isThe correct option is",
     "Best answer:Best option:",
 )
-
-#: Published MME-RealWorld-RS accuracies (%) to print beside a run. The LRS-VQA paper gives
-#: its MME-RealWorld-RS results only as figures; none are transcribed here yet.
-MME_PUBLISHED: tuple[tuple[str, dict[str, float]], ...] = ()
 
 _LETTER = re.compile(r"[ABCDE]")
 
@@ -148,15 +145,15 @@ class MMEReport:
         for c in self.cells:
             out.append(
                 f"| {c.task} | {c.subtask} | {c.category} | {c.correct} | {c.total} | "
-                f"{_pct(c.accuracy)} | {c.e_picks} |"
+                f"{percent(c.accuracy)} | {c.e_picks} |"
             )
         for task in sorted({c.task for c in self.cells}):
             for sub in sorted({c.subtask for c in self.cells if c.task == task}):
                 out.append(
-                    f"| **{task}** | **{sub}** | all | | | {_pct(self.accuracy(task, sub))} | |"
+                    f"| **{task}** | **{sub}** | all | | | {percent(self.accuracy(task, sub))} | |"
                 )
         out.append(
-            f"| **overall** | | | {self.correct} | {self.total} | {_pct(self.accuracy())} | |"
+            f"| **overall** | | | {self.correct} | {self.total} | {percent(self.accuracy())} | |"
         )
         out.append("")
         out.append(
@@ -164,10 +161,6 @@ class MMEReport:
             f"`eval_your_results.py`); {self.unanswered} answer(s) gave no letter."
         )
         return "\n".join(out)
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def score_mme(records: Iterable[Mapping[str, Any]]) -> MMEReport:

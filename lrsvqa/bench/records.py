@@ -195,7 +195,8 @@ class GroupScore:
         }
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A fraction as ``12.34%`` (``n/a`` for None)."""
     return "n/a" if value is None else f"{value * 100:.2f}%"
 
 
@@ -255,10 +256,10 @@ class ScoreReport:
             out.append(f"== {g.name} — {self.title}")
             out.append(f"{'category':<{width}}  {'correct':>7}  {'total':>6}  {'accuracy':>8}")
             for c in g.categories:
-                acc = _pct(c.accuracy)
+                acc = percent(c.accuracy)
                 out.append(f"{c.category:<{width}}  {c.correct:>7}  {c.total:>6}  {acc:>8}")
-            out.append(f"{'OA':<{width}}  {g.correct:>7}  {g.total:>6}  {_pct(g.oa):>8}")
-            out.append(f"{'AA':<{width}}  {'':>7}  {'':>6}  {_pct(g.aa):>8}")
+            out.append(f"{'OA':<{width}}  {g.correct:>7}  {g.total:>6}  {percent(g.oa):>8}")
+            out.append(f"{'AA':<{width}}  {'':>7}  {'':>6}  {percent(g.aa):>8}")
             if g.skipped:
                 out.append(f"({g.skipped} skipped: empty ground truth or category)")
             out.append("")
@@ -273,9 +274,9 @@ class ScoreReport:
             out.append("| category | correct | total | accuracy |")
             out.append("|---|---:|---:|---:|")
             for c in g.categories:
-                out.append(f"| {c.category} | {c.correct} | {c.total} | {_pct(c.accuracy)} |")
-            out.append(f"| **OA** | {g.correct} | {g.total} | {_pct(g.oa)} |")
-            out.append(f"| **AA** | | | {_pct(g.aa)} |")
+                out.append(f"| {c.category} | {c.correct} | {c.total} | {percent(c.accuracy)} |")
+            out.append(f"| **OA** | {g.correct} | {g.total} | {percent(g.oa)} |")
+            out.append(f"| **AA** | | | {percent(g.aa)} |")
             if g.skipped:
                 out.append(f"\n{g.skipped} skipped (empty ground truth or category).")
             out.append("")
@@ -283,6 +284,6 @@ class ScoreReport:
         return "\n".join(out)
 
     def _summary(self) -> str:
-        parts = [f"{g.name} {_pct(g.aa)}" for g in self.groups]
+        parts = [f"{g.name} {percent(g.aa)}" for g in self.groups]
         label = "AA" if self.official else "AA (normalised)"
         return f"{label}: " + " | ".join(parts) + f"  [{self.n_answers} answers]"
