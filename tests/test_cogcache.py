@@ -207,6 +207,51 @@ def test_bench_prepare_resumes_and_logs_a_damaged_png(cache: Path, tmp_path: Pat
     assert again.counts["failed"] == 1
 
 
+def test_a_killed_bench_prepare_leaves_no_workers_behind(cache: Path, tmp_path: Path) -> None:
+    """kill -9 of ``bench prepare``: its conversion workers die with it (they used to
+    block forever on the dead parent's queue), and a rerun converts what they left."""
+    root = tmp_path / "images"
+    rows = []
+    for i in range(3):
+        _png(root / f"s{i}.png", 2400, 2400, seed=i)
+        rows.append(
+            {"question_id": f"FAIR_{i}", "image": f"s{i}.png", "category": "count",
+             "text": "How many?", "ground_truth": "1", "image_size": [2400, 2400]}
+        )  # fmt: skip
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = [sys.executable, "-m", "lrsvqa.cli.main", "bench", "prepare", "--data", str(data)]
+    args += ["--image-root", str(root), "--jobs", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not workers:
+            assert proc.poll() is None, "bench prepare ended before it could be killed"
+            assert time.monotonic() < deadline, "no worker started a conversion"
+            workers = {
+                int(p.name.split(".part")[0].rsplit("-", 2)[1]) for p in cache.glob("*.part")
+            }
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if Path(f"/proc/{pid}").exists()
+                 and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]}  # fmt: skip
+        time.sleep(0.1)
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"worker(s) {sorted(alive)} outlived the killed bench prepare"
+    from lrsvqa.bench.prepare import prepare_benchmark
+
+    again = prepare_benchmark(data, root, jobs=1, progress=False)
+    assert again.counts["converted"] + again.counts["cached"] == 3
+    assert not list(cache.glob("*.part*"))
+
+
 def test_bench_prepare_cli(cache: Path, tmp_path: Path) -> None:
     from lrsvqa.cli.main import main
 

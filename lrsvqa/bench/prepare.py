@@ -52,11 +52,36 @@ def default_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _die_with_parent() -> None:
+    """Linux: this worker is killed when the process that started it dies.
+
+    Without it a ``kill -9`` of ``bench prepare`` leaves its workers converting in the
+    background (and starting the next queued scene) while the user reruns the command.
+    Their ``.part`` files are removed by the next run (``cogcache`` checks the writer's
+    pid). Elsewhere a worker ends when it next asks its dead parent for work.
+    """
+    import ctypes
+    import ctypes.util
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # no usable libc: keep the default behaviour
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _init_worker(gdal_threads: int) -> None:
     from rasterio.env import set_gdal_config
 
     from lrsvqa.io.gdal_config import configure_gdal
 
+    _die_with_parent()
     configure_gdal()
     if "GDAL_NUM_THREADS" not in os.environ:
         set_gdal_config("GDAL_NUM_THREADS", str(gdal_threads))  # share the CPUs between jobs
