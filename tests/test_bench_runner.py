@@ -31,7 +31,7 @@ from lrsvqa.bench.shard import (
 )
 from lrsvqa.cli import bench_cmd
 from lrsvqa.cli import main as cli_main
-from lrsvqa.errors import ConfigError
+from lrsvqa.errors import ConfigError, ModelNotFoundError
 from tests.bench_fakes import (
     LRS_VQA,
     answers_right,
@@ -398,6 +398,35 @@ def test_other_settings_in_the_same_run_folder_are_refused(data, tmp_path, capsy
     rc, _, err = run(args, capsys)
     assert rc == 2 and "use a new --out" in err
     assert len(answers(out / "answers.jsonl")) == 5
+
+
+def test_a_run_that_wrote_nothing_does_not_bind_its_folder(
+    data, tmp_path, capsys, monkeypatch
+) -> None:
+    """A mistyped --model fails before the first question: rerunning in the same folder
+    with the right model must work, not be refused as "other settings"."""
+    out = tmp_path / "run"
+
+    def typo(options: Any) -> Any:
+        if options.model == "fake/typo":
+            raise ModelNotFoundError("unknown model 'fake/typo'")
+        return fake_answerer(options)
+
+    monkeypatch.setattr(bench_cmd, "make_answerer", typo)
+    args = bench_args(data, out, "--limit", "5")
+    wrong = list(args)
+    wrong[wrong.index("fake/echo")] = "fake/typo"
+    rc, _, err = run(wrong, capsys)
+    assert rc == 2 and "fake/typo" in err and (out / "manifest.json").exists()
+    rc, _, err = run(args, capsys)
+    assert rc == 0, err
+    assert len(answers(out / "answers.jsonl")) == 5
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["identity"]["model"] == "fake/echo"
+    again = list(args)
+    again[again.index("fake/echo")] = "fake/typo"
+    rc, _, err = run(again, capsys)  # now that answers exist, the folder is bound
+    assert rc == 2 and "use a new --out" in err
 
 
 def test_changed_answerer_config_is_refused(data, tmp_path, capsys, monkeypatch) -> None:

@@ -131,15 +131,29 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def _wrote_nothing(run_dir: Path, manifest: dict[str, Any]) -> bool:
+    """Whether the run a manifest describes left no answer and no error line (it failed
+    before its first question, e.g. on a mistyped --model): nothing could be mixed."""
+    names = [manifest.get("answers_file"), manifest.get("errors_file")]
+    if not names[0]:
+        return False  # not a runner's manifest: keep the check
+    for name in filter(None, names):
+        file = run_dir / str(name)
+        if file.exists() and file.stat().st_size > 0:
+            return False
+    return True
+
+
 def check_identity(run_dir: Path, key: str, identity: dict[str, Any]) -> None:
     """ConfigError if a manifest in ``run_dir`` records a different ``key`` section.
 
     ``key`` is ``"identity"`` (the options, checked before loading a model) or
-    ``"config"`` (the answerer's full configuration, checked after).
+    ``"config"`` (the answerer's full configuration, checked after). A manifest whose
+    run wrote no line yet does not bind the folder.
     """
     for path, manifest in run_manifests(run_dir):
         recorded = manifest.get(key)
-        if recorded is None:
+        if recorded is None or _wrote_nothing(run_dir, manifest):
             continue
         diffs = _differences(recorded, identity)
         if diffs:
