@@ -278,6 +278,11 @@ def test_gdal_settings_respect_the_users_environment(tmp_path: Path) -> None:
     assert settings["GDAL_CACHEMAX"] == "64 (environment)"
     assert settings["GDAL_NUM_THREADS"].endswith("(lrsvqa default)")
     assert settings["GDAL_HTTP_MULTIRANGE"] == "YES (lrsvqa default)"
+    env.pop("GDAL_CACHEMAX")  # the default, as README states it: a small block cache
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout)["GDAL_CACHEMAX"] == "32 (lrsvqa default)"
 
 
 @pytest.mark.parametrize("read_threads", [1, 2, 32])

@@ -11,9 +11,14 @@ import os
 import threading
 
 #: GDAL's block cache, MB. GDAL's own default is 5 % of RAM (1.2 GB on a 24 GB
-#: machine), which a PNG conversion fills to the brim; 256 MB holds ~340 decoded
-#: 512 px RGB blocks, plenty for tile reads and for strip-wise conversion.
-DEFAULT_CACHEMAX_MB = 256
+#: machine), which a PNG conversion fills to the brim. lrsvqa keeps the tiles it read in
+#: its own session cache, so GDAL's only needs the blocks that neighbouring tiles of one
+#: batch share: 32 MB holds ~42 decoded 512 px RGB blocks. Every block cached is resident
+#: memory, once per read thread's handle: at 256 MB one ask on a sparse 100,000 px scene
+#: peaked 60 MB higher (673 vs 613 MB) and a 7,000 px PNG conversion at 468 vs 183 MB,
+#: for the same read and conversion times (benchmarks/RESULTS.md). The decode of a
+#: raster that cannot be read piecewise sets its own cap (``io.scene``).
+DEFAULT_CACHEMAX_MB = 32
 
 #: Option -> value. ``GDAL_NUM_THREADS`` lets GDAL decode the blocks under one read
 #: in parallel (GTiff DEFLATE/ZSTD/LZW, GDAL >= 3.6); lrsvqa's own read threads
