@@ -57,8 +57,14 @@ def test_a_stopped_run_resumes_to_the_same_weights(
     # ... with a log row written past it, as a kill between checkpoints leaves
     with (run / "log.jsonl").open("a") as log:
         log.write(json.dumps({"step": 2, "answer": 9.9}) + "\n")
+    # the first process trained for an hour before its checkpoint of step 1
+    rows = [json.loads(r) for r in (run / "log.jsonl").read_text().splitlines() if r]
+    rows[0]["seconds"] = 3600.0
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setattr(train_mod, "_checkpoint", real)
     train_mod.train(run, checkpoint_every=1, **SMALL)  # the same command again
     a, c = _weights(uninterrupted), _weights(run)
     assert all(torch.equal(a[k], c[k]) for k in a)
     assert _steps(run) == [1, 2, 3]  # the stale row of step 2 was dropped
+    seconds = [json.loads(r)["seconds"] for r in (run / "log.jsonl").read_text().splitlines()]
+    assert seconds[0] == 3600.0 and 3600.0 < seconds[1] <= seconds[2] < 3600.0 + 600

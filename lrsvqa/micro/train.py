@@ -176,15 +176,20 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         log.info("resuming at step %d (chunk %d, offset %d)", step, chunk, offset)
     log_path = folder / "log.jsonl"
+    trained_seconds = 0.0  # training time up to the checkpoint resumed from
     if log_path.exists():  # rows after the checkpoint resumed from are written again below
         rows = [r for r in log_path.read_text().splitlines() if r.strip()]
         kept = [r for r in rows if json.loads(r)["step"] <= step]
         if len(kept) < len(rows):
             log_path.write_text("".join(r + "\n" for r in kept))
+        if kept:
+            trained_seconds = float(json.loads(kept[-1])["seconds"])
     log_file = log_path.open("a")
     bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
     loader = _iterable(chunk, seed, single_tile_worlds, single_tile_share)
-    started = time.perf_counter()
+    # A resumed run's seconds continue from its checkpoint: the log (and the model card)
+    # give the training time of the whole run, not of its last process.
+    started = time.perf_counter() - trained_seconds
     try:
         for c, examples in loader:
             while offset + batch <= len(examples) and step < steps:
