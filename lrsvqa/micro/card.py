@@ -94,8 +94,26 @@ def render(card: dict[str, Any]) -> str:
             f"\n- Mixed in: {share:.0%} of the worlds are single 224 px tiles throughout the"
             " stream (reading objects at native resolution), the rest the mix above."
         )
+    settings = card["settings"]
+    readout = float(settings.get("readout_weight", 0.0))
+    token = float(settings.get("token_weight", 1.0))
     flags = f" --single-tile-worlds {single}" if single else ""
     flags += f" --single-tile-share {share:g}" if share else ""
+    flags += f" --readout-weight {readout:g}" if readout else ""
+    probes = (
+        f"\n- Training-only probes (dropped when the model is saved): a linear head on each"
+        f" vision token names the class and colour of the object under it (weight {token:g}),"
+        " which makes the vision tower encode them"
+        if token
+        else ""
+    )
+    if readout:
+        probes += (
+            f"; and a head on the last prompt token's hidden state at the LLM's last layer"
+            f" names the asked-about object's class and colour (weight {readout:g}), which"
+            " makes the LLM carry what its attention lands on into the answer"
+        )
+    probes += "." if probes else ""
     return f"""# {card["name"]} — a micro VLM trained on synthetic remote-sensing scenes
 
 **What it is.** A stock `transformers` `Qwen2VLForConditionalGeneration` (so lrsvqa's focus,
@@ -124,9 +142,10 @@ few pixels to tens of pixels long. On real imagery its answers mean nothing.
   the objects the question is about. This term stands in for the grounding that large
   pre-trained models bring from pre-training: **the focus of this model was trained directly**,
   so its rfm results show the method's mechanics with a model whose attention is grounded,
-  not that attention becomes grounded by itself.
+  not that attention becomes grounded by itself.{probes}
 - Recipe: {card["steps"]} steps of {card["settings"]["batch"]} examples, AdamW lr
-  {card["settings"]["lr"]} (warm-up, cosine to 10 %), grounding weight
+  {card["settings"]["lr"]} (warm-up, cosine to 10 %), answer weight
+  {settings.get("answer_weight", 4.0):g}, grounding weight
   {card["settings"]["grounding_weight"]}, seed {card["settings"]["seed"]}; {minutes:.0f} minutes on
   this project's 2-core CPU machine (1 torch thread, shared with other work).
 - Reproduce: `python -m lrsvqa.micro.train --out runs/micro --steps {card["steps"]}{flags}
