@@ -12,11 +12,12 @@ from lrsvqa.micro.evaluate import evaluate_single_tile
 from lrsvqa.models.loading import micro_folder, micro_models
 
 MICRO = "micro/qwen2_vl"
-# What issue 12 asks of the micro model and the shipped weights do not do yet (its held-out
-# answers are near the majority baselines except for the background; MODEL_CARD.md). strict:
-# the day a retrained model meets one of these, the suite fails until the mark is removed.
+# What issue 12 asks of the micro model and the shipped weights do not do yet (v8: presence
+# 72 %, not 95; its focus finds small objects in big scenes 20 % of the time; counts stay at
+# their prior; MODEL_CARD.md). strict: the day a retrained model meets one of these, the
+# suite fails until the mark is removed.
 NOT_YET = pytest.mark.xfail(
-    strict=True, reason="micro/qwen2_vl v1 learned little beyond answer priors (issue 12)"
+    strict=True, reason="micro/qwen2_vl v8 does not meet issue 12's bars yet (MODEL_CARD.md)"
 )
 
 
@@ -50,10 +51,14 @@ def test_answers_the_fixed_held_out_set_at_the_cards_rates(micro, card) -> None:
         assert abs(got["categories"][cat]["accuracy"] - row["accuracy"]) <= 5, cat
 
 
-def test_it_learned_the_background_of_an_object(card) -> None:
-    """The one category the shipped model answers well above its majority baseline."""
-    row = card["held_out"]["categories"]["object background"]
-    assert row["n"] >= 30 and row["accuracy"] >= row["majority_baseline"] + 30
+@pytest.mark.parametrize(
+    ("category", "margin"),
+    [("object background", 30), ("object category", 20), ("presence", 15), ("object color", 15)],
+)
+def test_it_learned_these_categories(card, category: str, margin: float) -> None:
+    """The categories the shipped model answers well above their majority baselines."""
+    row = card["held_out"]["categories"][category]
+    assert row["n"] >= 30 and row["accuracy"] >= row["majority_baseline"] + margin
 
 
 @NOT_YET

@@ -86,15 +86,15 @@ def _iterable(start: int, base_seed: int, single_tile_worlds: int, share: float)
 def train(
     out: str | os.PathLike[str],
     *,
-    steps: int = 2000,
+    steps: int = 3000,
     batch: int = 8,
     lr: float = 2e-3,
     answer_weight: float = 4.0,
     grounding_weight: float = 1.0,
     token_weight: float = 1.0,
-    readout_weight: float = 0.0,
+    readout_weight: float = 1.0,
     seed: int = 0,
-    single_tile_worlds: int = 0,
+    single_tile_worlds: int = 600,
     single_tile_share: float = 0.0,
     threads: int = 2,
     checkpoint_every: int = 100,
@@ -299,7 +299,7 @@ def _checkpoint(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--answer-weight", type=float, default=4.0)
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--readout-weight",
         type=float,
-        default=0.0,
+        default=1.0,
         help="Training-only probe at the last prompt token: the asked-about object's class "
         "and colour (0: off).",
     )
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--single-tile-worlds",
         type=int,
-        default=0,
+        default=600,
         help="Curriculum: the first N training worlds are single 224 px tiles.",
     )
     parser.add_argument(
