@@ -68,3 +68,19 @@ def test_a_stopped_run_resumes_to_the_same_weights(
     assert _steps(run) == [1, 2, 3]  # the stale row of step 2 was dropped
     seconds = [json.loads(r)["seconds"] for r in (run / "log.jsonl").read_text().splitlines()]
     assert seconds[0] == 3600.0 and 3600.0 < seconds[1] <= seconds[2] < 3600.0 + 600
+
+
+def test_big_worlds_option_changes_only_the_share_it_names() -> None:
+    import numpy as np
+
+    from lrsvqa.micro.data import BIG_SIZES, SIZES, TILE, world_size
+
+    def sizes(**kw: float) -> list[int]:
+        return [world_size(np.random.default_rng(i), i, i, 10, **kw) for i in range(400)]  # type: ignore[arg-type]
+
+    plain, big = sizes(), sizes(big_world_share=0.25)
+    assert plain[:10] == big[:10] == [TILE] * 10  # the single-tile phase stays
+    changed = [i for i in range(400) if plain[i] != big[i]]
+    assert all(big[i] in BIG_SIZES for i in changed) and all(plain[i] in SIZES for i in changed)
+    assert 0.15 < len(changed) / 390 < 0.35  # about the share asked for
+    assert max(plain) == max(SIZES) < min(BIG_SIZES)

@@ -100,6 +100,13 @@ def render(card: dict[str, Any]) -> str:
     flags = f" --single-tile-worlds {single}" if single else ""
     flags += f" --single-tile-share {share:g}" if share else ""
     flags += f" --readout-weight {readout:g}" if readout else ""
+    big = float(settings.get("big_world_share", 0.0))
+    flags += f" --big-worlds {big:g}" if big else ""
+    if big:
+        curriculum += (
+            f"\n- Big scenes: {big:.0%} of the worlds after that are 4,480–14,336 px, where"
+            " small objects vanish below a pixel at the coarse levels the focus starts from."
+        )
     probes = (
         f"\n- Training-only probes (dropped when the model is saved): a linear head on each"
         f" vision token names the class and colour of the object under it (weight {token:g}),"

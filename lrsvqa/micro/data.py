@@ -37,6 +37,9 @@ KEEP_RATIO = 0.25
 MAX_TILES = 6
 GRID = TILE // 28  # LLM tokens per tile side
 SIZES = (224, 224, 336, 448, 672, 896, 1344, 1792, 2688, 3584)
+#: Sizes of the ``big_world_share`` worlds: the range of big scenes (bench_accuracy's are
+#: 4,096-30,000 px), where objects vanish below a pixel at the coarse levels.
+BIG_SIZES = (4480, 5376, 7168, 10752, 14336)
 
 
 @dataclass
@@ -242,25 +245,42 @@ def _example(
     )
 
 
+def world_size(
+    rng: np.random.Generator,
+    seed: int,
+    index: int,
+    single_tile_worlds: int = 0,
+    single_tile_share: float = 0.0,
+    big_world_share: float = 0.0,
+) -> int:
+    """The side of training world ``index`` (draws once from ``rng``, the world's own)."""
+    size = int(SIZES[int(rng.integers(0, len(SIZES)))])
+    if index < single_tile_worlds:
+        return TILE
+    if single_tile_share and np.random.default_rng([seed, 1]).random() < single_tile_share:
+        return TILE  # its own generator: the other worlds stay those of a run without it
+    if big_world_share and (big := np.random.default_rng([seed, 2])).random() < big_world_share:
+        return int(BIG_SIZES[int(big.integers(0, len(BIG_SIZES)))])
+    return size
+
+
 def shard(
     index: int,
     *,
     base_seed: int = 0,
     single_tile_worlds: int = 0,
     single_tile_share: float = 0.0,
+    big_world_share: float = 0.0,
 ) -> list[Example]:
     """The examples of training world ``index`` (deterministic). The first
     ``single_tile_worlds`` worlds are one 224 px tile each (the thumbnail is then the tile
     at native resolution): a curriculum that teaches reading objects before searching.
     ``single_tile_share`` makes that share of every later world a single tile too, mixed
-    into the stream instead of a phase before it."""
+    into the stream instead of a phase before it. ``big_world_share`` makes that share of
+    the worlds after the phase one of ``BIG_SIZES`` (its own generator too)."""
     seed = base_seed + index
     rng = np.random.default_rng(seed)
-    size = int(SIZES[int(rng.integers(0, len(SIZES)))])
-    if index < single_tile_worlds:
-        size = TILE
-    elif single_tile_share and np.random.default_rng([seed, 1]).random() < single_tile_share:
-        size = TILE  # its own generator: the other worlds stay those of a run without it
+    size = world_size(rng, seed, index, single_tile_worlds, single_tile_share, big_world_share)
     small = float(rng.uniform(0.2, 0.8))
     world = make_world(size, seed=seed, small=small)
     with tempfile.TemporaryDirectory(prefix="lrsvqa-micro-") as tmp:

@@ -41,12 +41,18 @@ class _Chunks(torch.utils.data.IterableDataset):
     """Deterministic stream of shuffled example chunks (one worker process builds them)."""
 
     def __init__(
-        self, start: int, base_seed: int, single_tile_worlds: int, single_tile_share: float
+        self,
+        start: int,
+        base_seed: int,
+        single_tile_worlds: int,
+        single_tile_share: float,
+        big_world_share: float = 0.0,
     ):
         self.start = start
         self.base_seed = base_seed
         self.single_tile_worlds = single_tile_worlds
         self.single_tile_share = single_tile_share
+        self.big_world_share = big_world_share
 
     def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
         from lrsvqa.micro.data import shard
@@ -61,6 +67,7 @@ class _Chunks(torch.utils.data.IterableDataset):
                         base_seed=self.base_seed,
                         single_tile_worlds=self.single_tile_worlds,
                         single_tile_share=self.single_tile_share,
+                        big_world_share=self.big_world_share,
                     )
                 )
             rng = np.random.default_rng(self.base_seed * 7919 + c)
@@ -69,12 +76,14 @@ class _Chunks(torch.utils.data.IterableDataset):
             c += 1
 
 
-def _iterable(start: int, base_seed: int, single_tile_worlds: int, share: float) -> Any:
+def _iterable(
+    start: int, base_seed: int, single_tile_worlds: int, share: float, big: float = 0.0
+) -> Any:
     # The worker is spawned, not forked: a fork copies whatever the calling process holds
     # (thread pools without their threads, locks held by other threads, GDAL and torch
     # state), and the trainer's test hung in CI on a worker forked from a pytest worker.
     return torch.utils.data.DataLoader(
-        _Chunks(start, base_seed, single_tile_worlds, share),
+        _Chunks(start, base_seed, single_tile_worlds, share, big),
         batch_size=None,
         num_workers=1,
         prefetch_factor=2,
@@ -96,6 +105,7 @@ def train(
     seed: int = 0,
     single_tile_worlds: int = 600,
     single_tile_share: float = 0.0,
+    big_world_share: float = 0.0,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -136,6 +146,12 @@ def train(
 
             raise ConfigError(f"--single-tile-share is {single_tile_share}; give a share in (0, 1)")
         settings["single_tile_share"] = single_tile_share
+    if big_world_share:
+        if not 0 < big_world_share < 1:
+            from lrsvqa.errors import ConfigError
+
+            raise ConfigError(f"--big-worlds is {big_world_share}; give a share in (0, 1)")
+        settings["big_world_share"] = big_world_share
     settings_path = folder / "settings.json"
     if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
         from lrsvqa.errors import ConfigError
@@ -186,7 +202,7 @@ def train(
             trained_seconds = float(json.loads(kept[-1])["seconds"])
     log_file = log_path.open("a")
     bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
-    loader = _iterable(chunk, seed, single_tile_worlds, single_tile_share)
+    loader = _iterable(chunk, seed, single_tile_worlds, single_tile_share, big_world_share)
     # A resumed run's seconds continue from its checkpoint: the log (and the model card)
     # give the training time of the whole run, not of its last process.
     started = time.perf_counter() - trained_seconds
@@ -325,6 +341,13 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="Mix single 224 px tiles into the whole stream: this share of the worlds.",
     )
+    parser.add_argument(
+        "--big-worlds",
+        type=float,
+        default=0.0,
+        help="This share of the worlds after the single-tile phase is 4,480-14,336 px "
+        "(lrsvqa.micro.data.BIG_SIZES) instead of at most 3,584 px.",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-questions", type=int, default=400)
     args = parser.parse_args(argv)
@@ -342,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         single_tile_worlds=args.single_tile_worlds,
         single_tile_share=args.single_tile_share,
+        big_world_share=args.big_worlds,
         threads=args.threads,
         eval_questions=args.eval_questions,
     )
