@@ -52,13 +52,14 @@ def default_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _die_with_parent() -> None:
-    """Linux: this worker is killed when the process that started it dies.
+def _die_with_parent(parent: int) -> None:
+    """Linux: this worker is killed when ``parent``, the process that started it, dies.
 
     Without it a ``kill -9`` of ``bench prepare`` leaves its workers converting in the
-    background (and starting the next queued scene) while the user reruns the command.
-    Their ``.part`` files are removed by the next run (``cogcache`` checks the writer's
-    pid). Elsewhere a worker ends when it next asks its dead parent for work.
+    background (and starting the next queued scene), then waiting forever for work from
+    the dead parent. Their ``.part`` files are removed by the next run (``cogcache``
+    checks the writer's pid). Only pool workers call it: on the main process it would
+    kill a ``nohup``-ed run with its shell.
     """
     import ctypes
     import ctypes.util
@@ -72,16 +73,18 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
     except (OSError, AttributeError):  # no usable libc: keep the default behaviour
         return
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
-def _init_worker(gdal_threads: int) -> None:
+def _init_worker(gdal_threads: int, parent: int | None = None) -> None:
+    """GDAL settings for this process; a pool worker (``parent`` given) dies with it."""
     from rasterio.env import set_gdal_config
 
     from lrsvqa.io.gdal_config import configure_gdal
 
-    _die_with_parent()
+    if parent is not None:
+        _die_with_parent(parent)
     configure_gdal()
     if "GDAL_NUM_THREADS" not in os.environ:
         set_gdal_config("GDAL_NUM_THREADS", str(gdal_threads))  # share the CPUs between jobs
@@ -176,7 +179,10 @@ def _run(paths: list[Path], jobs: int) -> Any:
     # spawn, not fork: GDAL's and tqdm's threads must not be copied mid-flight.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(gdal_threads,)
+        jobs,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(gdal_threads, os.getpid()),
     ) as pool:
         futures = [pool.submit(_prepare_one, str(p)) for p in paths]
         try:

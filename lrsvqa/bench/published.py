@@ -20,7 +20,8 @@ CITATION = (
 
 @dataclass(frozen=True)
 class PublishedResult:
-    """One published row: method, base model and AA (%) per source."""
+    """One published row: method, base model and accuracy (%) per split (LRS-VQA: AA per
+    source; MME-RealWorld: the Remote Sensing split)."""
 
     method: str
     model: str
