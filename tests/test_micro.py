@@ -12,12 +12,12 @@ from lrsvqa.micro.evaluate import evaluate_single_tile
 from lrsvqa.models.loading import micro_folder, micro_models
 
 MICRO = "micro/qwen2_vl"
-# What issue 12 asks of the micro model and the shipped weights do not do yet (v8: presence
-# 72 %, not 95; its focus finds small objects in big scenes 20 % of the time; counts stay at
-# their prior; MODEL_CARD.md). strict: the day a retrained model meets one of these, the
+# What issue 12 asks of the micro model and the shipped weights do not do yet (v9: presence
+# 74 %, not 95; its focus finds the asked-about objects in big scenes 34 % of the time;
+# counts stay near their prior; MODEL_CARD.md). strict: the day a retrained model meets one of these, the
 # suite fails until the mark is removed.
 NOT_YET = pytest.mark.xfail(
-    strict=True, reason="micro/qwen2_vl v8 does not meet issue 12's bars yet (MODEL_CARD.md)"
+    strict=True, reason="micro/qwen2_vl v9 does not meet issue 12's bars yet (MODEL_CARD.md)"
 )
 
 
@@ -106,23 +106,32 @@ def test_rfm_finds_a_ship_the_thumbnail_cannot_see(micro, small_ship_scene) -> N
     assert seen_in_thumbnail.text != "1"
 
 
+# Issue 12's acceptance: K from 0 to 7, S from 4,096 to 8,192, at least 8 of 10 right.
+DEMO_PAIRS = [(0, 4096), (1, 4096), (2, 5120), (3, 5120), (4, 6144), (5, 6144), (6, 7168),
+              (7, 7168), (1, 8192), (3, 8192)]  # fmt: skip
+
+
 @NOT_YET
-@pytest.mark.parametrize(("ships", "size"), [(1, 4096), (4, 4096)])
-def test_demo_answers_follow_the_scene(tmp_path, ships: int, size: int) -> None:
+def test_demo_answers_follow_the_scene(tmp_path) -> None:
+    """v8/v9 answer the same count for most scenes of one size (v9: 2 of these 10 right);
+    two pairs alone were passed by v9 by that coincidence, so the test asks for all ten."""
     from click.testing import CliRunner
 
     from lrsvqa.cli.main import cli
 
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(
-        cli, ["demo", str(out), "--ships", str(ships), "--size", str(size), "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)
-    assert payload["config"]["model_id"] == MICRO
-    truth = json.loads((out / "scene.tif.world.json").read_text())
-    assert len(truth["objects"]) == ships
-    assert payload["text"] == str(ships)
+    right = []
+    for ships, size in DEMO_PAIRS:
+        out = tmp_path / f"demo_{ships}_{size}"
+        result = CliRunner().invoke(
+            cli, ["demo", str(out), "--ships", str(ships), "--size", str(size), "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        assert payload["config"]["model_id"] == MICRO
+        truth = json.loads((out / "scene.tif.world.json").read_text())
+        assert len(truth["objects"]) == ships
+        right.append(payload["text"] == str(ships))
+    assert sum(right) >= 8, right
 
 
 def test_demo_uses_the_micro_model_and_rewrites_the_scene_when_asked_for_another(tmp_path) -> None:

@@ -12,7 +12,14 @@ from safetensors.torch import load_file
 
 from lrsvqa.micro import train as train_mod
 
-SMALL = {"steps": 3, "batch": 2, "single_tile_worlds": 8, "eval_questions": 2, "threads": 1}
+SMALL = {
+    "steps": 3,
+    "batch": 2,
+    "single_tile_worlds": 8,
+    "eval_questions": 2,
+    "threads": 1,
+    "big_world_share": 0.0,
+}
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

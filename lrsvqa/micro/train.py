@@ -105,7 +105,7 @@ def train(
     seed: int = 0,
     single_tile_worlds: int = 600,
     single_tile_share: float = 0.0,
-    big_world_share: float = 0.0,
+    big_world_share: float = 0.3,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -344,9 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--big-worlds",
         type=float,
-        default=0.0,
+        default=0.3,
         help="This share of the worlds after the single-tile phase is 4,480-14,336 px "
-        "(lrsvqa.micro.data.BIG_SIZES) instead of at most 3,584 px.",
+        "(lrsvqa.micro.data.BIG_SIZES) instead of at most 3,584 px (0: none).",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-questions", type=int, default=400)
