@@ -91,3 +91,16 @@ def test_big_worlds_option_changes_only_the_share_it_names() -> None:
     assert all(big[i] in BIG_SIZES for i in changed) and all(plain[i] in SIZES for i in changed)
     assert 0.15 < len(changed) / 390 < 0.35  # about the share asked for
     assert max(plain) == max(SIZES) < min(BIG_SIZES)
+
+
+@pytest.mark.parametrize("flag", ["--big-worlds", "--single-tile-share"])
+def test_a_bad_share_is_one_line_exit_2_and_makes_nothing(
+    tmp_path: Path, capsys, flag: str
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main(["--out", str(out), flag, "1.5"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lrsvqa.micro.train: error: {flag} is 1.5; give a share in (0, 1)"]
+    assert not out.exists()

@@ -71,6 +71,7 @@ def _tail_means(log: list[dict[str, Any]], n: int = 100) -> dict[str, float]:
 
 
 def render(card: dict[str, Any]) -> str:
+    from lrsvqa.micro.data import BIG_SIZES
     from lrsvqa.micro.model import TEXT, TILE, VISION
 
     held = card["held_out"]
@@ -104,7 +105,8 @@ def render(card: dict[str, Any]) -> str:
     flags += f" --big-worlds {big:g}" if big else ""
     if big:
         curriculum += (
-            f"\n- Big scenes: {big:.0%} of the worlds after that are 4,480–14,336 px, where"
+            f"\n- Big scenes: {big:.0%} of the worlds after that are {min(BIG_SIZES):,}–"
+            f"{max(BIG_SIZES):,} px, where"
             " small objects vanish below a pixel at the coarse levels the focus starts from."
         )
     probes = (

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,7 +127,6 @@ def train(
     folder = Path(out)
     model_dir = folder / "model"
     state_path = folder / "state.pt"
-    folder.mkdir(parents=True, exist_ok=True)
     settings = {
         "steps": steps,
         "batch": batch,
@@ -140,18 +140,17 @@ def train(
         settings["single_tile_worlds"] = single_tile_worlds
     if readout_weight:
         settings["readout_weight"] = readout_weight
-    if single_tile_share:
-        if not 0 < single_tile_share < 1:
-            from lrsvqa.errors import ConfigError
+    for key, flag, share in (
+        ("single_tile_share", "--single-tile-share", single_tile_share),
+        ("big_world_share", "--big-worlds", big_world_share),
+    ):
+        if share:
+            if not 0 < share < 1:
+                from lrsvqa.errors import ConfigError
 
-            raise ConfigError(f"--single-tile-share is {single_tile_share}; give a share in (0, 1)")
-        settings["single_tile_share"] = single_tile_share
-    if big_world_share:
-        if not 0 < big_world_share < 1:
-            from lrsvqa.errors import ConfigError
-
-            raise ConfigError(f"--big-worlds is {big_world_share}; give a share in (0, 1)")
-        settings["big_world_share"] = big_world_share
+                raise ConfigError(f"{flag} is {share}; give a share in (0, 1)")
+            settings[key] = share
+    folder.mkdir(parents=True, exist_ok=True)  # settings are valid: nothing made for a typo
     settings_path = folder / "settings.json"
     if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
         from lrsvqa.errors import ConfigError
@@ -313,46 +312,62 @@ def _checkpoint(
 
 
 def main(argv: list[str] | None = None) -> None:
+    import inspect
+
+    from lrsvqa.micro.data import BIG_SIZES, SIZES
+
+    # The defaults are train()'s (the shipped recipe), written once.
+    d = {k: p.default for k, p in inspect.signature(train).parameters.items()}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--answer-weight", type=float, default=4.0)
-    parser.add_argument("--grounding-weight", type=float, default=1.0)
-    parser.add_argument("--token-weight", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, default=d["steps"])
+    parser.add_argument("--batch", type=int, default=d["batch"])
+    parser.add_argument("--lr", type=float, default=d["lr"])
+    parser.add_argument("--answer-weight", type=float, default=d["answer_weight"])
+    parser.add_argument("--grounding-weight", type=float, default=d["grounding_weight"])
+    parser.add_argument("--token-weight", type=float, default=d["token_weight"])
     parser.add_argument(
         "--readout-weight",
         type=float,
-        default=1.0,
+        default=d["readout_weight"],
         help="Training-only probe at the last prompt token: the asked-about object's class "
         "and colour (0: off).",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=d["seed"])
     parser.add_argument(
         "--single-tile-worlds",
         type=int,
-        default=600,
+        default=d["single_tile_worlds"],
         help="Curriculum: the first N training worlds are single 224 px tiles.",
     )
     parser.add_argument(
         "--single-tile-share",
         type=float,
-        default=0.0,
+        default=d["single_tile_share"],
         help="Mix single 224 px tiles into the whole stream: this share of the worlds.",
     )
     parser.add_argument(
         "--big-worlds",
         type=float,
-        default=0.3,
-        help="This share of the worlds after the single-tile phase is 4,480-14,336 px "
-        "(lrsvqa.micro.data.BIG_SIZES) instead of at most 3,584 px (0: none).",
+        default=d["big_world_share"],
+        help=f"This share of the worlds after the single-tile phase is {min(BIG_SIZES):,}-"
+        f"{max(BIG_SIZES):,} px instead of at most {max(SIZES):,} px (0: none).",
     )
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-questions", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=d["threads"])
+    parser.add_argument("--eval-questions", type=int, default=d["eval_questions"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from lrsvqa.errors import LrsvqaError
+
+    try:
+        _train_from(args)
+    except LrsvqaError as exc:  # a user's mistake: one line, exit 2
+        print(f"lrsvqa.micro.train: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _train_from(args: argparse.Namespace) -> None:
     train(
         args.out,
         steps=args.steps,
