@@ -207,6 +207,15 @@ def test_bench_prepare_resumes_and_logs_a_damaged_png(cache: Path, tmp_path: Pat
     assert again.counts["failed"] == 1
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie awaiting its reaper)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
 def test_a_killed_bench_prepare_leaves_no_workers_behind(cache: Path, tmp_path: Path) -> None:
     """kill -9 of ``bench prepare``: its conversion workers die with it (they used to
     block forever on the dead parent's queue), and a rerun converts what they left."""
@@ -229,9 +238,8 @@ def test_a_killed_bench_prepare_leaves_no_workers_behind(cache: Path, tmp_path: 
         while not workers:
             assert proc.poll() is None, "bench prepare ended before it could be killed"
             assert time.monotonic() < deadline, "no worker started a conversion"
-            workers = {
-                int(p.name.split(".part")[0].rsplit("-", 2)[1]) for p in cache.glob("*.part")
-            }
+            parts = (cogcache._PART.search(p.name) for p in cache.glob("*.part"))
+            workers = {int(m["pid"]) for m in parts if m}  # the writer's pid in its name
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -239,8 +247,7 @@ def test_a_killed_bench_prepare_leaves_no_workers_behind(cache: Path, tmp_path: 
     deadline = time.monotonic() + 10
     alive = workers
     while alive and time.monotonic() < deadline:
-        alive = {pid for pid in alive if Path(f"/proc/{pid}").exists()
-                 and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]}  # fmt: skip
+        alive = {pid for pid in alive if _running(pid)}
         time.sleep(0.1)
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
