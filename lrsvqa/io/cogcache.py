@@ -26,7 +26,6 @@ import os
 import re
 import socket
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,14 +99,13 @@ class CacheResult:
 def needs_conversion(path: str) -> tuple[bool, str]:
     """Whether a local raster is read much better from a tiled COG, and why (not)."""
     import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+    from rasterio.errors import RasterioError
 
     from lrsvqa.errors import SceneOpenError
-    from lrsvqa.io.paths import gdal_message
+    from lrsvqa.io.paths import gdal_message, without_crs_warnings
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with without_crs_warnings():
             src = rasterio.open(path)
         with src:
             width, height, driver = src.width, src.height, src.driver

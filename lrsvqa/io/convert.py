@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -12,13 +11,13 @@ from typing import Any
 import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.windows import Window as RioWindow
 
 from lrsvqa.errors import ConfigError, RasterReadError, SceneOpenError
 from lrsvqa.io.gdal_config import configure_gdal
 from lrsvqa.io.memory import decode_rows
-from lrsvqa.io.paths import check_local_file, gdal_message
+from lrsvqa.io.paths import check_local_file, gdal_message, without_crs_warnings
 
 Progress = Callable[[int], None]
 
@@ -55,10 +54,9 @@ def convert_to_cog(
     out_tmp = dst.with_name(dst.name + part_suffix)
     configure_gdal()
     try:
-        with warnings.catch_warnings():
-            # A PNG without georeferencing converts to a COG without one: opening
-            # it, writing the tiled copy and the COG layout all warn about that.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        # A PNG without georeferencing converts to a COG without one: opening it,
+        # writing the tiled copy and the COG layout all warn about that.
+        with without_crs_warnings():
             src = rasterio.open(src_path)
             with src:
                 profile = src.profile.copy()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from lrsvqa.errors import SceneOpenError
@@ -36,3 +39,14 @@ def gdal_message(exc: BaseException) -> str:
             messages.append(text)
         seen = seen.__cause__ or seen.__context__
     return (messages[-1] if messages else type(exc).__name__)[:200]
+
+
+@contextlib.contextmanager
+def without_crs_warnings() -> Iterator[None]:
+    """Silence rasterio's ``NotGeoreferencedWarning``: a raster without CRS (a PNG) is
+    read, converted and cached in pixel coordinates, and ``info()`` says so."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        yield

@@ -23,7 +23,7 @@ import rasterio
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 
 from lrsvqa.errors import (
     BandError,
@@ -35,7 +35,7 @@ from lrsvqa.errors import (
 from lrsvqa.io.gdal_config import REMOTE_OPEN_OPTIONS, configure_gdal
 from lrsvqa.io.limits import SMALL_SCENE_PIXELS, max_pixels
 from lrsvqa.io.memory import decode_rows, read_decoded, strip_rows
-from lrsvqa.io.paths import check_local_file, gdal_message, is_remote
+from lrsvqa.io.paths import check_local_file, gdal_message, is_remote, without_crs_warnings
 from lrsvqa.io.stretch import BandStretch, percentile_stretch
 from lrsvqa.io.window import Window
 
@@ -330,9 +330,7 @@ class Scene:
 
     def _open_handle(self, level: int | None) -> Any:
         kwargs = {} if level is None else {"overview_level": level}
-        with rasterio.Env(**self._env_options), warnings.catch_warnings():
-            # A raster without CRS works in pixel coordinates; info() says so.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(**self._env_options), without_crs_warnings():
             handle = rasterio.open(self.read_path, **kwargs)
         with self._lock:
             self._handles.append(handle)
