@@ -37,6 +37,13 @@ def decode_rows(height: int, rows: int) -> int:
     return max(1, min(rows, (height + 1) // 2))
 
 
+def interleave_rgb(channels: np.ndarray) -> np.ndarray:
+    """(1 or 3, h, w) → contiguous (h, w, 3); grey is repeated into R, G and B."""
+    if channels.shape[0] == 1:
+        channels = np.repeat(channels, 3, axis=0)
+    return np.ascontiguousarray(np.moveaxis(channels, 0, -1))
+
+
 def read_decoded(source: np.ndarray, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
     """``window`` of a decoded (bands, H, W) uint8 array resized to ``out_shape`` → (h, w, bands).
 

@@ -34,7 +34,7 @@ from lrsvqa.errors import (
 )
 from lrsvqa.io.gdal_config import REMOTE_OPEN_OPTIONS, configure_gdal
 from lrsvqa.io.limits import SMALL_SCENE_PIXELS, max_pixels
-from lrsvqa.io.memory import decode_rows, read_decoded, strip_rows
+from lrsvqa.io.memory import decode_rows, interleave_rgb, read_decoded, strip_rows
 from lrsvqa.io.paths import check_local_file, gdal_message, is_remote, without_crs_warnings
 from lrsvqa.io.stretch import BandStretch, percentile_stretch
 from lrsvqa.io.window import Window
@@ -363,7 +363,7 @@ class Scene:
             decoded = read_decoded(self._decoded(), window, out_shape)
             return np.repeat(decoded, 3, axis=2) if decoded.shape[2] == 1 else decoded
         raw, valid = self._read_raw(window, out_shape)
-        return _interleave(self._to_channels(raw, valid))
+        return interleave_rgb(self._to_channels(raw, valid))
 
     def _read_raw(
         self, window: Window, out_shape: tuple[int, int], bands: Sequence[int] | None = None
@@ -492,10 +492,3 @@ class Scene:
                 out[:, y0 : y0 + h] = self._to_channels(raw, valid)
                 del raw, valid
         return out
-
-
-def _interleave(channels: np.ndarray) -> np.ndarray:
-    """(1 or 3, h, w) → contiguous (h, w, 3); grey is repeated into R, G and B."""
-    if channels.shape[0] == 1:
-        channels = np.repeat(channels, 3, axis=0)
-    return np.ascontiguousarray(np.moveaxis(channels, 0, -1))
