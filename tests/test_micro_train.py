@@ -104,3 +104,64 @@ def test_a_bad_share_is_one_line_exit_2_and_makes_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"lrsvqa.micro.train: error: {flag} is 1.5; give a share in (0, 1)"]
     assert not out.exists()
+
+
+def test_size_jitter_moves_sides_off_the_multiples_of_224_but_keeps_single_tiles() -> None:
+    import numpy as np
+
+    from lrsvqa.micro.data import BIG_SIZES, SIZES, TILE, world_size
+
+    def sizes(**kw: float) -> list[int]:
+        return [world_size(np.random.default_rng(i), i, i, 10, **kw) for i in range(400)]  # type: ignore[arg-type]
+
+    plain, jittered = sizes(big_world_share=0.3), sizes(big_world_share=0.3, size_jitter=0.15)
+    assert jittered[:10] == [TILE] * 10
+    for p, j in zip(plain, jittered, strict=True):
+        assert (j == TILE) if p == TILE else (0.85 * p - 1 <= j <= 1.15 * p + 1)
+    others = [j for p, j in zip(plain, jittered, strict=True) if p != TILE]
+    assert sum(j % TILE != 0 for j in others) > 0.9 * len(others)  # edge tiles reach past
+    assert all(p in SIZES or p in BIG_SIZES for p in plain)
+
+
+def test_focus_examples_hold_no_padding_tokens(tmp_path: Path) -> None:
+    """As in a focus pass (``focus.padding``): a token whose cell is padding alone (black,
+    past the image's edge) is never in a training sequence. The world renders no black."""
+    from lrsvqa.micro.data import GRID, world_examples
+    from lrsvqa.testing.world import make_world
+
+    world = make_world(1000, seed=3)  # not a multiple of 224: edge tiles are padded
+    examples = world_examples(world, 3, tmp_path)
+    dropped = 0
+    for e in examples:
+        for image, keep in zip(e.images[1:], e.keeps, strict=True):
+            cells = image.reshape(GRID, 28, GRID, 28, 3).transpose(0, 2, 1, 3, 4)
+            black = (cells.reshape(GRID * GRID, -1) == 0).all(axis=1)
+            assert not black[keep].any(), "a padding token reached the sequence"
+            dropped += int(e.answer is None and black.any())
+    assert dropped  # the scene did have padded tiles in focus examples
+
+
+def test_token_probe_names_the_surface_under_each_token() -> None:
+    import numpy as np
+    import torch
+
+    from lrsvqa.micro.data import Example, _surfaces
+    from lrsvqa.micro.forward import probe_head, token_losses
+    from lrsvqa.testing.world import make_world
+
+    world = make_world(448, seed=1)
+    s = _surfaces((0, 0, 448, 448), world).reshape(8, 8)
+    centres = (np.arange(8) + 0.5) * 56
+    want = np.where(centres < world.land_edge, 1 + int(world.urban), 0)
+    assert (s == want[None, :]).all() and set(np.unique(s)) == {0, 1 + int(world.urban)}
+    torch.manual_seed(0)
+    head = probe_head(16)
+    feats = [torch.randn(64, 16)]
+    zero = np.zeros(64, dtype=np.int64)
+
+    def loss(surface: np.ndarray) -> float:
+        image = np.zeros((224, 224, 3), dtype=np.uint8)
+        e = Example([image], [], 0, [], [], "", None, "", [zero], [zero], [surface])
+        return float(token_losses(head, feats, [e]))
+
+    assert loss(zero) != loss(zero + 2)  # the surface labels are part of the loss

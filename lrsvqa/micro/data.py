@@ -12,7 +12,10 @@ indices it keeps and its (row, col) in the level's whole-scene token grid, then 
   first), as the pruned input reaches the LLM; they train the answer and the grounding.
 
 Tiles of finer levels are sometimes shifted in the level grid (the pixels stay the same) so
-that the model sees the large position ids of big scenes.
+that the model sees the large position ids of big scenes. World sides are jittered off the
+multiples of 224 px (``size_jitter``), so that tiles at the right and bottom edges reach past
+the image as they do in users' scenes: v9, trained on multiples of 224 px only, put its
+focus on those edge tiles' boundary tokens in the demo's 4,096-8,192 px scenes.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class Example:
     # auxiliary token loss; an object counts in an image only where it is >= 2 px wide
     labels: list[np.ndarray] | None = None
     colours: list[np.ndarray] | None = None
+    # per image: (64,) surface id under each token's centre (0 water, 1 rural, 2 urban land)
+    surfaces: list[np.ndarray] | None = None
 
 
 def _cells(
@@ -97,6 +102,14 @@ def _token_labels(
         classes[cells] = CLASSES.index(obj.cls) + 1
         colours[cells] = colour_ids[obj.colour]
     return classes, colours
+
+
+def _surfaces(tile_window: tuple[int, int, int, int], world: World) -> np.ndarray:
+    """Surface id (0 water, 1 rural land, 2 urban land) under each token cell's centre."""
+    x0, _, w, _ = tile_window
+    xs = x0 + ((np.arange(GRID) + 0.5) * w) / GRID
+    land = np.where(xs < world.land_edge, 1 + int(world.urban), 0)
+    return np.tile(land, GRID).astype(np.int64)
 
 
 def _inside(tile_window: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
@@ -205,8 +218,8 @@ def _example(
     targets = [_cells(w, boxes) for w in wins]
     inside = [_inside(w, world.width, world.height) for w in wins]
     keeps: list[np.ndarray]
-    if full:
-        keeps = [np.arange(GRID * GRID) for _ in tiles]
+    if full:  # every token inside the image: a focus pass never holds padding (focus.padding)
+        keeps = list(inside)
     else:
         total = GRID * GRID * len(tiles)
         n_keep = max(1, math.ceil(KEEP_RATIO * total))
@@ -234,6 +247,7 @@ def _example(
     return Example(
         labels=list(labels),
         colours=list(colours),
+        surfaces=[_surfaces(w, world) for w in [thumb_window, *wins]],
         images=[thumb] + [read(t) for t in tiles],
         offsets=offsets,
         level=level,
@@ -252,16 +266,22 @@ def world_size(
     single_tile_worlds: int = 0,
     single_tile_share: float = 0.0,
     big_world_share: float = 0.0,
+    size_jitter: float = 0.0,
 ) -> int:
-    """The side of training world ``index`` (draws once from ``rng``, the world's own)."""
+    """The side of training world ``index`` (draws once from ``rng``, the world's own).
+    ``size_jitter`` scales every side but the single tile's by a factor drawn in
+    [1 - jitter, 1 + jitter] (its own generator), so sides leave the multiples of 224 px."""
     size = int(SIZES[int(rng.integers(0, len(SIZES)))])
     if index < single_tile_worlds:
         return TILE
     if single_tile_share and np.random.default_rng([seed, 1]).random() < single_tile_share:
         return TILE  # its own generator: the other worlds stay those of a run without it
     if big_world_share and (big := np.random.default_rng([seed, 2])).random() < big_world_share:
-        return int(BIG_SIZES[int(big.integers(0, len(BIG_SIZES)))])
-    return size
+        size = int(BIG_SIZES[int(big.integers(0, len(BIG_SIZES)))])
+    if size == TILE or not size_jitter:
+        return size
+    factor = np.random.default_rng([seed, 3]).uniform(1 - size_jitter, 1 + size_jitter)
+    return max(TILE, round(size * factor))
 
 
 def shard(
@@ -271,16 +291,20 @@ def shard(
     single_tile_worlds: int = 0,
     single_tile_share: float = 0.0,
     big_world_share: float = 0.0,
+    size_jitter: float = 0.0,
 ) -> list[Example]:
     """The examples of training world ``index`` (deterministic). The first
     ``single_tile_worlds`` worlds are one 224 px tile each (the thumbnail is then the tile
     at native resolution): a curriculum that teaches reading objects before searching.
     ``single_tile_share`` makes that share of every later world a single tile too, mixed
     into the stream instead of a phase before it. ``big_world_share`` makes that share of
-    the worlds after the phase one of ``BIG_SIZES`` (its own generator too)."""
+    the worlds after the phase one of ``BIG_SIZES`` (its own generator too); ``size_jitter``
+    moves the sides off the multiples of 224 px (``world_size``)."""
     seed = base_seed + index
     rng = np.random.default_rng(seed)
-    size = world_size(rng, seed, index, single_tile_worlds, single_tile_share, big_world_share)
+    size = world_size(
+        rng, seed, index, single_tile_worlds, single_tile_share, big_world_share, size_jitter
+    )
     small = float(rng.uniform(0.2, 0.8))
     world = make_world(size, seed=seed, small=small)
     with tempfile.TemporaryDirectory(prefix="lrsvqa-micro-") as tmp:

@@ -47,11 +47,15 @@ def token_losses(
     head: torch.nn.Module, feats: list[torch.Tensor], examples: list[Example]
 ) -> torch.Tensor | None:
     """Auxiliary loss on every vision token: which object class (or none) and which colour
-    lies under it. A training-only probe (``head``, not part of the model) that gives the
-    vision tower dense supervision; the shipped model is the stock architecture alone."""
+    lies under it, and on which surface (water, rural or urban land). A training-only probe
+    (``head``, not part of the model) that gives the vision tower dense supervision; the
+    shipped model is the stock architecture alone."""
+    from lrsvqa.testing.world import COLOURS
+
     rows: list[torch.Tensor] = []
     classes: list[torch.Tensor] = []
     colours: list[torch.Tensor] = []
+    surfaces: list[torch.Tensor] = []
     i = 0
     for e in examples:
         n = len(e.images)
@@ -59,6 +63,8 @@ def token_losses(
             rows.extend(feats[i : i + n])
             classes.extend(torch.as_tensor(c) for c in e.labels)
             colours.extend(torch.as_tensor(c) for c in e.colours)
+            if e.surfaces is not None:
+                surfaces.extend(torch.as_tensor(c) for c in e.surfaces)
         i += n
     if not rows:
         return None
@@ -67,21 +73,36 @@ def token_losses(
     col_t = torch.cat(colours)
     logits = head(x)
     n_cls = 1 + int(head.n_classes)  # type: ignore[arg-type]
+    n_col = len(COLOURS)
     weight = torch.ones(n_cls)
     weight[0] = 0.1  # most cells are background
     loss = torch.nn.functional.cross_entropy(logits[:, :n_cls], cls_t, weight=weight)
     on = col_t > 0
     if on.any():
-        loss = loss + torch.nn.functional.cross_entropy(logits[on, n_cls:], col_t[on] - 1)
+        loss = loss + torch.nn.functional.cross_entropy(
+            logits[on, n_cls : n_cls + n_col], col_t[on] - 1
+        )
+    n_surf = int(getattr(head, "n_surfaces", 0))
+    if n_surf and len(surfaces) == len(rows):
+        loss = loss + torch.nn.functional.cross_entropy(
+            logits[:, n_cls + n_col : n_cls + n_col + n_surf], torch.cat(surfaces)
+        )
     return loss
 
 
+#: Surfaces the token probe names (``data._surfaces``' ids).
+SURFACES = ("water", "rural", "urban")
+
+
 def probe_head(hidden: int, *, background: bool = True) -> torch.nn.Module:
-    """A linear head over class (plus "no object" first when ``background``) and colour."""
+    """A linear head over class (plus "no object" first when ``background``) and colour;
+    the token probe (``background``) names the surface under the token too."""
     from lrsvqa.testing.world import CLASSES, COLOURS
 
-    head = torch.nn.Linear(hidden, int(background) + len(CLASSES) + len(COLOURS))
+    n_surf = len(SURFACES) if background else 0
+    head = torch.nn.Linear(hidden, int(background) + len(CLASSES) + len(COLOURS) + n_surf)
     head.n_classes = len(CLASSES)  # type: ignore[assignment]
+    head.n_surfaces = n_surf  # type: ignore[assignment]
     return head
 
 

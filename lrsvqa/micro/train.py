@@ -48,12 +48,14 @@ class _Chunks(torch.utils.data.IterableDataset):
         single_tile_worlds: int,
         single_tile_share: float,
         big_world_share: float = 0.0,
+        size_jitter: float = 0.0,
     ):
         self.start = start
         self.base_seed = base_seed
         self.single_tile_worlds = single_tile_worlds
         self.single_tile_share = single_tile_share
         self.big_world_share = big_world_share
+        self.size_jitter = size_jitter
 
     def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
         from lrsvqa.micro.data import shard
@@ -69,6 +71,7 @@ class _Chunks(torch.utils.data.IterableDataset):
                         single_tile_worlds=self.single_tile_worlds,
                         single_tile_share=self.single_tile_share,
                         big_world_share=self.big_world_share,
+                        size_jitter=self.size_jitter,
                     )
                 )
             rng = np.random.default_rng(self.base_seed * 7919 + c)
@@ -78,13 +81,18 @@ class _Chunks(torch.utils.data.IterableDataset):
 
 
 def _iterable(
-    start: int, base_seed: int, single_tile_worlds: int, share: float, big: float = 0.0
+    start: int,
+    base_seed: int,
+    single_tile_worlds: int,
+    share: float,
+    big: float = 0.0,
+    jitter: float = 0.0,
 ) -> Any:
     # The worker is spawned, not forked: a fork copies whatever the calling process holds
     # (thread pools without their threads, locks held by other threads, GDAL and torch
     # state), and the trainer's test hung in CI on a worker forked from a pytest worker.
     return torch.utils.data.DataLoader(
-        _Chunks(start, base_seed, single_tile_worlds, share, big),
+        _Chunks(start, base_seed, single_tile_worlds, share, big, jitter),
         batch_size=None,
         num_workers=1,
         prefetch_factor=2,
@@ -107,6 +115,7 @@ def train(
     single_tile_worlds: int = 600,
     single_tile_share: float = 0.0,
     big_world_share: float = 0.3,
+    size_jitter: float = 0.15,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -143,6 +152,7 @@ def train(
     for key, flag, share in (
         ("single_tile_share", "--single-tile-share", single_tile_share),
         ("big_world_share", "--big-worlds", big_world_share),
+        ("size_jitter", "--size-jitter", size_jitter),
     ):
         if share:
             if not 0 < share < 1:
@@ -201,7 +211,9 @@ def train(
             trained_seconds = float(json.loads(kept[-1])["seconds"])
     log_file = log_path.open("a")
     bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
-    loader = _iterable(chunk, seed, single_tile_worlds, single_tile_share, big_world_share)
+    loader = _iterable(
+        chunk, seed, single_tile_worlds, single_tile_share, big_world_share, size_jitter
+    )
     # A resumed run's seconds continue from its checkpoint: the log (and the model card)
     # give the training time of the whole run, not of its last process.
     started = time.perf_counter() - trained_seconds
@@ -353,6 +365,14 @@ def main(argv: list[str] | None = None) -> None:
         help=f"This share of the worlds after the single-tile phase is {min(BIG_SIZES):,}-"
         f"{max(BIG_SIZES):,} px instead of at most {max(SIZES):,} px (0: none).",
     )
+    parser.add_argument(
+        "--size-jitter",
+        type=float,
+        default=d["size_jitter"],
+        help="World sides (but the single tile's) are scaled by a factor in [1 - J, 1 + J], "
+        "off the multiples of 224 px, so edge tiles reach past the image as in users' scenes "
+        "(0: none).",
+    )
     parser.add_argument("--threads", type=int, default=d["threads"])
     parser.add_argument("--eval-questions", type=int, default=d["eval_questions"])
     args = parser.parse_args(argv)
@@ -381,6 +401,7 @@ def _train_from(args: argparse.Namespace) -> None:
         single_tile_worlds=args.single_tile_worlds,
         single_tile_share=args.single_tile_share,
         big_world_share=args.big_worlds,
+        size_jitter=args.size_jitter,
         threads=args.threads,
         eval_questions=args.eval_questions,
     )
