@@ -165,3 +165,23 @@ def test_token_probe_names_the_surface_under_each_token() -> None:
         return float(token_losses(head, feats, [e]))
 
     assert loss(zero) != loss(zero + 2)  # the surface labels are part of the loss
+
+
+def test_stop_after_ends_the_process_mid_schedule_and_the_run_continues(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """--stop-after N: the model of step N of the same schedule is saved and evaluated;
+    the same command without it ends where an uninterrupted run does."""
+    run = tmp_path / "s"
+    train_mod.train(run, checkpoint_every=1, stop_after=2, **SMALL)
+    assert _steps(run) == [1, 2]
+    assert (run / "eval.json").is_file() and (run / "model" / "model.safetensors").is_file()
+    stopped = _weights(run)
+    train_mod.train(run, checkpoint_every=1, stop_after=2, **SMALL)  # nothing left: no step
+    assert _steps(run) == [1, 2] and all(
+        torch.equal(stopped[k], v) for k, v in _weights(run).items()
+    )
+    train_mod.train(run, checkpoint_every=1, **SMALL)
+    a, c = _weights(uninterrupted), _weights(run)
+    assert _steps(run) == [1, 2, 3] and all(torch.equal(a[k], c[k]) for k in a)
+    assert not all(torch.equal(stopped[k], c[k]) for k in c)

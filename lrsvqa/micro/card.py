@@ -30,7 +30,11 @@ FILES = (
 )
 
 
-def ship(run: str | Path, name: str = "qwen2_vl") -> Path:
+#: How the shipped run used the machine, unless ``ship(how=...)`` says otherwise.
+HOW = "1 torch thread, shared with other work"
+
+
+def ship(run: str | Path, name: str = "qwen2_vl", how: str = HOW) -> Path:
     from lrsvqa.models.loading import MICRO_ROOT
 
     run = Path(run)
@@ -54,6 +58,7 @@ def ship(run: str | Path, name: str = "qwen2_vl") -> Path:
         "held_out": held_out,
         "test_set": {**TEST_SET, **test_set},
         "final_log": _tail_means(log),
+        "how": how,
     }
     (dest / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     (dest / "MODEL_CARD.md").write_text(render(card))
@@ -103,16 +108,27 @@ def render(card: dict[str, Any]) -> str:
     flags += f" --readout-weight {readout:g}" if readout else ""
     big = float(settings.get("big_world_share", 0.0))
     flags += f" --big-worlds {big:g}" if big else ""
+    jitter = float(settings.get("size_jitter", 0.0))
+    flags += f" --size-jitter {jitter:g}" if jitter else ""
     if big:
         curriculum += (
             f"\n- Big scenes: {big:.0%} of the worlds after that are {min(BIG_SIZES):,}–"
             f"{max(BIG_SIZES):,} px, where"
             " small objects vanish below a pixel at the coarse levels the focus starts from."
         )
+    if jitter:
+        curriculum += (
+            f"\n- Sides off the tile grid: every world side but the single tile's is scaled by"
+            f" a factor in [{1 - jitter:g}, {1 + jitter:g}], so tiles at the right and bottom"
+            " edges reach past the image, as in users' scenes; their padding tokens are left out"
+            " of every sequence, as a focus pass leaves them out."
+        )
     probes = (
         f"\n- Training-only probes (dropped when the model is saved): a linear head on each"
-        f" vision token names the class and colour of the object under it (weight {token:g}),"
-        " which makes the vision tower encode them"
+        f" vision token names the class and colour of the object under it"
+        # the surface probe came with the size jitter (v10): a v9 card renders without it
+        f"{' and the surface (water, rural or urban land)' if jitter else ''}"
+        f" (weight {token:g}), which makes the vision tower encode them"
         if token
         else ""
     )
@@ -156,7 +172,7 @@ few pixels to tens of pixels long. On real imagery its answers mean nothing.
   {card["settings"]["lr"]} (warm-up, cosine to 10 %), answer weight
   {settings.get("answer_weight", 4.0):g}, grounding weight
   {card["settings"]["grounding_weight"]}, seed {card["settings"]["seed"]}; {minutes:.0f} minutes on
-  this project's 2-core CPU machine (1 torch thread, shared with other work).
+  this project's 2-core CPU machine ({card.get("how", HOW)}).
 - Reproduce: `python -m lrsvqa.micro.train --out runs/micro --steps {card["steps"]}{flags}
   --threads 1`
   then `python -m lrsvqa.micro.card runs/micro`.
@@ -186,8 +202,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="ship a trained micro model")
     parser.add_argument("run")
     parser.add_argument("--name", default="qwen2_vl")
+    parser.add_argument("--how", default=HOW, help="how the run used the machine (the card)")
     args = parser.parse_args()
-    print(ship(args.run, args.name))
+    print(ship(args.run, args.name, args.how))
 
 
 if __name__ == "__main__":

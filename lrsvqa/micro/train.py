@@ -119,7 +119,11 @@ def train(
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
+    stop_after: int | None = None,
 ) -> Path:
+    """Train (or resume) the run in ``out``; ``stop_after`` ends this process at that step
+    of the ``steps``-step schedule (saved model, checkpoint and evaluation as at the end):
+    the same command without it continues the same run."""
     from tqdm import tqdm
 
     from lrsvqa.micro.forward import (
@@ -189,6 +193,7 @@ def train(
         t = (step - warmup) / max(1, steps - warmup)
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
+    last = steps if stop_after is None else min(steps, stop_after)
     step, chunk, offset = 0, 0, 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
@@ -211,15 +216,17 @@ def train(
             trained_seconds = float(json.loads(kept[-1])["seconds"])
     log_file = log_path.open("a")
     bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
-    loader = _iterable(
-        chunk, seed, single_tile_worlds, single_tile_share, big_world_share, size_jitter
+    loader = (
+        _iterable(chunk, seed, single_tile_worlds, single_tile_share, big_world_share, size_jitter)
+        if step < last
+        else []  # nothing left to train: no world is built
     )
     # A resumed run's seconds continue from its checkpoint: the log (and the model card)
     # give the training time of the whole run, not of its last process.
     started = time.perf_counter() - trained_seconds
     try:
         for c, examples in loader:
-            while offset + batch <= len(examples) and step < steps:
+            while offset + batch <= len(examples) and step < last:
                 group = examples[offset : offset + batch]
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step)
@@ -276,10 +283,10 @@ def train(
                     grd=row.get("grounding", float("nan")),
                     share=row.get("share", float("nan")),
                 )
-                if step % checkpoint_every == 0 or step == steps:
+                if step % checkpoint_every == 0 or step == last:
                     log_file.flush()
                     _checkpoint(state_path, model, head, opt, step, c, offset, readout)
-            if step >= steps:
+            if step >= last:
                 break
             offset = 0
             chunk = c + 1
@@ -375,6 +382,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=d["threads"])
     parser.add_argument("--eval-questions", type=int, default=d["eval_questions"])
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="End this process at step N of the --steps schedule (model saved and evaluated "
+        "there); the same command without it continues the run.",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -404,6 +418,7 @@ def _train_from(args: argparse.Namespace) -> None:
         size_jitter=args.size_jitter,
         threads=args.threads,
         eval_questions=args.eval_questions,
+        stop_after=args.stop_after,
     )
 
 
