@@ -39,23 +39,12 @@ CHUNK = 8  # worlds mixed in one shuffle buffer
 
 
 class _Chunks(torch.utils.data.IterableDataset):
-    """Deterministic stream of shuffled example chunks (one worker process builds them)."""
+    """Deterministic stream of shuffled example chunks (one worker process builds them);
+    ``stream`` holds ``data.shard``'s keyword arguments (seed and world mix)."""
 
-    def __init__(
-        self,
-        start: int,
-        base_seed: int,
-        single_tile_worlds: int,
-        single_tile_share: float,
-        big_world_share: float = 0.0,
-        size_jitter: float = 0.0,
-    ):
+    def __init__(self, start: int, stream: dict[str, Any]):
         self.start = start
-        self.base_seed = base_seed
-        self.single_tile_worlds = single_tile_worlds
-        self.single_tile_share = single_tile_share
-        self.big_world_share = big_world_share
-        self.size_jitter = size_jitter
+        self.stream = stream
 
     def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
         from lrsvqa.micro.data import shard
@@ -64,35 +53,19 @@ class _Chunks(torch.utils.data.IterableDataset):
         while True:
             examples = []
             for i in range(c * CHUNK, (c + 1) * CHUNK):
-                examples.extend(
-                    shard(
-                        i,
-                        base_seed=self.base_seed,
-                        single_tile_worlds=self.single_tile_worlds,
-                        single_tile_share=self.single_tile_share,
-                        big_world_share=self.big_world_share,
-                        size_jitter=self.size_jitter,
-                    )
-                )
-            rng = np.random.default_rng(self.base_seed * 7919 + c)
+                examples.extend(shard(i, **self.stream))
+            rng = np.random.default_rng(self.stream["base_seed"] * 7919 + c)
             order = rng.permutation(len(examples))
             yield c, [examples[int(i)] for i in order]
             c += 1
 
 
-def _iterable(
-    start: int,
-    base_seed: int,
-    single_tile_worlds: int,
-    share: float,
-    big: float = 0.0,
-    jitter: float = 0.0,
-) -> Any:
+def _iterable(start: int, stream: dict[str, Any]) -> Any:
     # The worker is spawned, not forked: a fork copies whatever the calling process holds
     # (thread pools without their threads, locks held by other threads, GDAL and torch
     # state), and the trainer's test hung in CI on a worker forked from a pytest worker.
     return torch.utils.data.DataLoader(
-        _Chunks(start, base_seed, single_tile_worlds, share, big, jitter),
+        _Chunks(start, stream),
         batch_size=None,
         num_workers=1,
         prefetch_factor=2,
@@ -217,7 +190,16 @@ def train(
     log_file = log_path.open("a")
     bar = tqdm(total=steps, initial=step, desc="train micro", unit="step", dynamic_ncols=True)
     loader = (
-        _iterable(chunk, seed, single_tile_worlds, single_tile_share, big_world_share, size_jitter)
+        _iterable(
+            chunk,
+            {
+                "base_seed": seed,
+                "single_tile_worlds": single_tile_worlds,
+                "single_tile_share": single_tile_share,
+                "big_world_share": big_world_share,
+                "size_jitter": size_jitter,
+            },
+        )
         if step < last
         else []  # nothing left to train: no world is built
     )
