@@ -70,3 +70,20 @@ def test_written_world_round_trips(tmp_path) -> None:
         assert src.overviews(1)  # average overviews for the coarse levels
         pixels = src.read(window=((100, 164), (200, 264)))
     assert np.array_equal(np.moveaxis(pixels, 0, -1), world.render(200, 100, 64, 64))
+
+
+def test_surface_windows_are_the_texture_formula_at_any_offset() -> None:
+    """render() slices each surface from a canvas one period larger than the window; every
+    window (negative offsets too) must hold what the texture formula gives at its pixels."""
+    import numpy as np
+
+    from lrsvqa.testing.world import _PERIODS, _surface, _texture
+
+    rng = np.random.default_rng(0)
+    for kind in _PERIODS:
+        for _ in range(25):
+            x0, y0 = (int(v) for v in rng.integers(-3000, 30000, 2))
+            w, h = (int(v) for v in rng.integers(1, 600, 2))
+            want = _texture(kind, np.arange(x0, x0 + w), np.arange(y0, y0 + h))
+            got = _surface(kind, x0, y0, w, h)
+            assert got.flags.writeable and np.array_equal(got, want), (kind, x0, y0, w, h)

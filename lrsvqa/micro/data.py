@@ -125,7 +125,7 @@ def world_examples(world: World, seed: int, workdir: str | Path) -> list[Example
     from lrsvqa.pyramid import DynamicImagePyramid, PyramidConfig
 
     rng = np.random.default_rng(seed)
-    path = write_world(Path(workdir) / f"world_{seed}.tif", world)
+    path = write_world(Path(workdir) / f"world_{seed}.tif", world, compress="zstd")
     out: list[Example] = []
     with Scene(path) as scene:
         pyramid = DynamicImagePyramid(
