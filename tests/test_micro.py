@@ -149,3 +149,25 @@ def test_demo_uses_the_micro_model_and_rewrites_the_scene_when_asked_for_another
         truth = json.loads((out / "scene.tif.world.json").read_text())
         assert [o["cls"] for o in truth["objects"]] == ["ship"] * ships
     assert "micro model trained on synthetic scenes" in result.stderr
+
+
+def test_evaluation_can_ask_only_some_categories(micro, tmp_path: Path) -> None:
+    """``--categories`` asks n questions of those categories only (to compare counting
+    between runs), and a misspelt category is one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    got = evaluate_single_tile(micro, n_questions=6, categories=("count",))
+    assert got["questions"] == 6 and set(got["categories"]) <= {"count", "count 0-5"}
+    assert got["categories"]["count"]["n"] == 6
+    run = tmp_path / "run"
+    run.mkdir()
+    bad = subprocess.run(
+        [sys.executable, "-m", "lrsvqa.micro.evaluate", str(run), "--categories", "counts"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert bad.returncode == 2 and "unknown categories ['counts']" in bad.stderr
+    assert not list(run.iterdir())

@@ -185,3 +185,62 @@ def test_stop_after_ends_the_process_mid_schedule_and_the_run_continues(
     a, c = _weights(uninterrupted), _weights(run)
     assert _steps(run) == [1, 2, 3] and all(torch.equal(a[k], c[k]) for k in a)
     assert not all(torch.equal(stopped[k], c[k]) for k in c)
+
+
+def test_centre_labels_mark_each_object_once_whatever_its_size() -> None:
+    """The centre probe's target: one mark per object in the cell holding its centre (a
+    ship spanning three cells counts once), objects under 2 px in that image not at all."""
+    from lrsvqa.micro.data import CENTRE_MAX, _centres
+    from lrsvqa.testing.world import make_world
+
+    world = make_world(224, seed=5, counts={"ship": 3, "plane": 0, "storage tank": 2, "vehicle": 0})
+    marks = _centres((0, 0, 224, 224), world)
+    assert marks.shape == (64,) and marks.max() <= CENTRE_MAX
+    visible = [o for o in world.objects if max(o.width, o.height) >= 2]
+    assert int(marks.sum()) == len(visible) == 5  # nothing clipped at 3 in this world
+    for obj in visible:
+        cx, cy = obj.center
+        assert marks[int(cy // 28) * 8 + int(cx // 28)] >= 1
+    # seen from a thumbnail 100x coarser, the same objects are under 2 px: no marks
+    assert _centres((0, 0, 22400, 22400), world).sum() == 0
+
+
+def test_count_readout_is_trained_on_count_and_presence_questions_only(tmp_path: Path) -> None:
+    """--count-weight: "is there a ship?" and "how many ships?" both train the number of
+    ships at the last prompt token; other questions carry no count target."""
+    from lrsvqa.micro.data import world_examples
+    from lrsvqa.micro.forward import count_loss, readout_head
+    from lrsvqa.testing.world import make_world
+
+    world = make_world(224, seed=2)
+    examples = world_examples(world, 2, tmp_path)
+    counted = {e.category for e in examples if e.n_targets is not None}
+    assert counted == {"count", "presence"}
+    asked = next(e for e in examples if e.category == "count" and e.answer is not None)
+    assert asked.n_targets == int(asked.answer)
+    torch.manual_seed(0)
+    head = readout_head(16, counts=True)
+    hidden = torch.randn(16)
+    assert count_loss(head, hidden, asked) is not None
+    other = next(e for e in examples if e.n_targets is None)
+    assert count_loss(head, hidden, other) is None
+    assert count_loss(readout_head(16), hidden, asked) is None  # off: no count outputs
+    with torch.no_grad():
+        a, b = (float(count_loss(head, hidden, e)) for e in (asked, asked))  # type: ignore[arg-type]
+        asked.n_targets = (asked.n_targets + 1) % 8
+        assert float(count_loss(head, hidden, asked)) != a == b  # type: ignore[arg-type]
+
+
+def test_count_options_are_part_of_a_runs_settings(tmp_path: Path) -> None:
+    """A run with the counting probes on trains (the heads have their outputs) and records
+    them, so a run without them cannot resume it by mistake."""
+    run = tmp_path / "c"
+    train_mod.train(run, centre_weight=0.5, count_weight=1.0, **SMALL)
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["centre_weight"] == 0.5 and settings["count_weight"] == 1.0
+    rows = [json.loads(r) for r in (run / "log.jsonl").read_text().splitlines() if r]
+    assert len(rows) == SMALL["steps"]
+    from lrsvqa.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        train_mod.train(run, **SMALL)

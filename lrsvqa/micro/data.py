@@ -37,6 +37,7 @@ from lrsvqa.testing.world import World, make_world, write_world
 from lrsvqa.testing.world_questions import WorldQuestion, world_questions
 
 KEEP_RATIO = 0.25
+CENTRE_MAX = 3  # centre counts per token cell: 0, 1, 2, 3 or more
 MAX_TILES = 6
 GRID = TILE // 28  # LLM tokens per tile side
 SIZES = (224, 224, 336, 448, 672, 896, 1344, 1792, 2688, 3584)
@@ -62,6 +63,12 @@ class Example:
     colours: list[np.ndarray] | None = None
     # per image: (64,) surface id under each token's centre (0 water, 1 rural, 2 urban land)
     surfaces: list[np.ndarray] | None = None
+    # per image: (64,) number of objects (>= 2 px wide there) whose centre lies in each token
+    # cell, at most CENTRE_MAX: one mark per object, whatever its size, for counting
+    centres: list[np.ndarray] | None = None
+    # count and presence questions: how many objects the question is about (the count asked
+    # for; 0 for an absent class), for the count readout
+    n_targets: int | None = None
 
 
 def _cells(
@@ -102,6 +109,22 @@ def _token_labels(
         classes[cells] = CLASSES.index(obj.cls) + 1
         colours[cells] = colour_ids[obj.colour]
     return classes, colours
+
+
+def _centres(tile_window: tuple[int, int, int, int], world: World) -> np.ndarray:
+    """Objects (>= 2 px wide in an image covering ``tile_window``) centred in each cell."""
+    counts = np.zeros(GRID * GRID, dtype=np.int64)
+    x0, y0, w, h = tile_window
+    scale = TILE / w
+    for obj in world.objects:
+        if max(obj.width, obj.height) * scale < 2:
+            continue
+        cx, cy = obj.center
+        c = math.floor((cx - x0) * GRID / w)
+        r = math.floor((cy - y0) * GRID / h)
+        if 0 <= r < GRID and 0 <= c < GRID:
+            counts[r * GRID + c] += 1
+    return np.minimum(counts, CENTRE_MAX)
 
 
 def _surfaces(tile_window: tuple[int, int, int, int], world: World) -> np.ndarray:
@@ -248,6 +271,8 @@ def _example(
         labels=list(labels),
         colours=list(colours),
         surfaces=[_surfaces(w, world) for w in [thumb_window, *wins]],
+        centres=[_centres(w, world) for w in [thumb_window, *wins]],
+        n_targets=len(q.targets) if q.category in ("count", "presence") else None,
         images=[thumb] + [read(t) for t in tiles],
         offsets=offsets,
         level=level,

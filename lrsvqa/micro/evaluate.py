@@ -25,8 +25,11 @@ def evaluate_single_tile(
     seed: int = HELD_OUT_SEED,
     size: int = 224,
     selector: str = "rfm",
+    categories: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy per category on one-tile scenes, with each category's majority baseline."""
+    """Accuracy per category on one-tile scenes, with each category's majority baseline;
+    ``categories`` asks only the questions of those categories (``n_questions`` of them),
+    e.g. enough count questions to compare two runs' counting."""
     from lrsvqa.focus import FocusConfig
     from lrsvqa.models import from_pretrained
     from lrsvqa.pipeline import Pipeline
@@ -42,6 +45,8 @@ def evaluate_single_tile(
             world = make_world(size, seed=seed + w)
             path = write_world(Path(tmp) / f"held_{w}.tif", world)
             for q in world_questions(world, seed=seed + w):
+                if categories is not None and q.category not in categories:
+                    continue
                 answer = pipeline.ask(path, q.text)
                 rows.append(
                     {
@@ -87,10 +92,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("run", type=Path)
     parser.add_argument("--questions", type=int, default=400)
+    parser.add_argument(
+        "--categories",
+        default=None,
+        help="Ask only these categories, comma-separated (e.g. 'count,presence'); the report "
+        "goes to RUN_DIR/eval-<categories>.json and eval.json is left as it is.",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    report = evaluate_single_tile(str(args.run / "model"), n_questions=args.questions)
-    (args.run / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    from lrsvqa.testing.world_questions import CATEGORIES
+
+    cats = None
+    if args.categories:
+        cats = tuple(c.strip() for c in args.categories.split(",") if c.strip())
+        unknown = [c for c in cats if c not in CATEGORIES]
+        if unknown:
+            parser.error(f"unknown categories {unknown}; choose from {', '.join(CATEGORIES)}")
+    report = evaluate_single_tile(
+        str(args.run / "model"), n_questions=args.questions, categories=cats
+    )
+    name = "eval.json" if cats is None else "eval-" + "-".join(cats).replace(" ", "_") + ".json"
+    (args.run / name).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({"overall": report["overall"], "categories": report["categories"]}, indent=1))
 
 

@@ -29,6 +29,7 @@ class Losses:
     answer_correct: bool | None = None
     target_share: float | None = None  # attention share on the targets (after renormalising)
     readout: torch.Tensor | None = None  # the asked-about object's class/colour at the last token
+    count: torch.Tensor | None = None  # how many objects the question is about, at the last token
     chance_share: float | None = None  # the share a uniform attention would give
 
 
@@ -44,10 +45,15 @@ def encode_with_grad(adapter: HFAdapter, images: list[np.ndarray]) -> list[torch
 
 
 def token_losses(
-    head: torch.nn.Module, feats: list[torch.Tensor], examples: list[Example]
+    head: torch.nn.Module,
+    feats: list[torch.Tensor],
+    examples: list[Example],
+    centre_weight: float = 1.0,
 ) -> torch.Tensor | None:
     """Auxiliary loss on every vision token: which object class (or none) and which colour
-    lies under it, and on which surface (water, rural or urban land). A training-only probe
+    lies under it, on which surface (water, rural or urban land) and, when the head has
+    centre outputs, how many objects are centred in it (weighted ``centre_weight``): one
+    mark per object for the LLM to count. A training-only probe
     (``head``, not part of the model) that gives the vision tower dense supervision; the
     shipped model is the stock architecture alone."""
     from lrsvqa.testing.world import COLOURS
@@ -56,6 +62,7 @@ def token_losses(
     classes: list[torch.Tensor] = []
     colours: list[torch.Tensor] = []
     surfaces: list[torch.Tensor] = []
+    centres: list[torch.Tensor] = []
     i = 0
     for e in examples:
         n = len(e.images)
@@ -65,6 +72,8 @@ def token_losses(
             colours.extend(torch.as_tensor(c) for c in e.colours)
             if e.surfaces is not None:
                 surfaces.extend(torch.as_tensor(c) for c in e.surfaces)
+            if e.centres is not None:
+                centres.extend(torch.as_tensor(c) for c in e.centres)
         i += n
     if not rows:
         return None
@@ -87,6 +96,12 @@ def token_losses(
         loss = loss + torch.nn.functional.cross_entropy(
             logits[:, n_cls + n_col : n_cls + n_col + n_surf], torch.cat(surfaces)
         )
+    n_cen = int(getattr(head, "n_centres", 0))
+    if n_cen and len(centres) == len(rows):
+        start = n_cls + n_col + n_surf
+        loss = loss + centre_weight * torch.nn.functional.cross_entropy(
+            logits[:, start : start + n_cen], torch.cat(centres)
+        )
     return loss
 
 
@@ -94,21 +109,37 @@ def token_losses(
 SURFACES = ("water", "rural", "urban")
 
 
-def probe_head(hidden: int, *, background: bool = True) -> torch.nn.Module:
+#: Counts the count readout names: 0 .. the most objects of one class a world holds.
+COUNTS = 8
+
+
+def probe_head(
+    hidden: int, *, background: bool = True, centres: bool = False, counts: bool = False
+) -> torch.nn.Module:
     """A linear head over class (plus "no object" first when ``background``) and colour;
-    the token probe (``background``) names the surface under the token too."""
+    the token probe (``background``) names the surface under the token too, and with
+    ``centres`` how many objects are centred in its cell (0 .. ``data.CENTRE_MAX``); the
+    readout with ``counts`` names how many objects the question is about (0 .. 7)."""
+    from lrsvqa.micro.data import CENTRE_MAX
     from lrsvqa.testing.world import CLASSES, COLOURS
 
     n_surf = len(SURFACES) if background else 0
-    head = torch.nn.Linear(hidden, int(background) + len(CLASSES) + len(COLOURS) + n_surf)
+    n_cen = CENTRE_MAX + 1 if centres else 0
+    n_count = COUNTS if counts else 0
+    head = torch.nn.Linear(
+        hidden, int(background) + len(CLASSES) + len(COLOURS) + n_surf + n_cen + n_count
+    )
     head.n_classes = len(CLASSES)  # type: ignore[assignment]
     head.n_surfaces = n_surf  # type: ignore[assignment]
+    head.n_centres = n_cen  # type: ignore[assignment]
+    head.n_counts = n_count  # type: ignore[assignment]
     return head
 
 
-def readout_head(hidden: int) -> torch.nn.Module:
-    """The readout probe's head: the asked-about object's class and colour (no background)."""
-    return probe_head(hidden, background=False)
+def readout_head(hidden: int, *, counts: bool = False) -> torch.nn.Module:
+    """The readout probe's head: the asked-about object's class and colour (no background),
+    and with ``counts`` how many objects the question is about."""
+    return probe_head(hidden, background=False, counts=counts)
 
 
 def segments_for(example: Example, feats: list[torch.Tensor]) -> list[VisionSegment]:
@@ -149,6 +180,8 @@ def readout_loss(
     """Training-only probe on the LLM's last prompt position: it must name the class and
     colour of the object the question is about, so the LLM learns to carry what its
     attention lands on to where the answer is read (not part of the shipped model)."""
+    from lrsvqa.testing.world import COLOURS
+
     cls, col = target_attributes(example)
     if cls == 0:
         return None
@@ -157,9 +190,26 @@ def readout_loss(
     loss = torch.nn.functional.cross_entropy(logits[None, :n_cls], torch.tensor([cls - 1]))
     if col > 0:
         loss = loss + torch.nn.functional.cross_entropy(
-            logits[None, n_cls:], torch.tensor([col - 1])
+            logits[None, n_cls : n_cls + len(COLOURS)], torch.tensor([col - 1])
         )
     return loss
+
+
+def count_loss(
+    head: torch.nn.Module, hidden: torch.Tensor, example: Example
+) -> torch.Tensor | None:
+    """Training-only count readout at the last prompt position: how many objects a count or
+    presence question is about (an absent class: 0), so that "is there a ship?" teaches
+    the count that "how many ships?" asks for; None for other questions."""
+    from lrsvqa.testing.world import COLOURS
+
+    n_count = int(getattr(head, "n_counts", 0))
+    if not n_count or example.n_targets is None:
+        return None
+    start = int(head.n_classes) + len(COLOURS)  # type: ignore[arg-type]
+    logits = head(hidden)[start : start + n_count]
+    target = torch.tensor([min(example.n_targets, n_count - 1)])
+    return torch.nn.functional.cross_entropy(logits[None], target)
 
 
 def example_losses(
@@ -220,9 +270,9 @@ def example_losses(
         handle.remove()
     losses = Losses(answer=None, grounding=None)
     if readout_head is not None:
-        losses.readout = readout_loss(
-            readout_head, out.last_hidden_state[0, prompt_len - 1], example
-        )
+        last_hidden = out.last_hidden_state[0, prompt_len - 1]
+        losses.readout = readout_loss(readout_head, last_hidden, example)
+        losses.count = count_loss(readout_head, last_hidden, example)
     if answer_ids:
         hidden = out.last_hidden_state[0, prompt_len - 1 : -1]
         logits = model.lm_head(hidden)

@@ -84,6 +84,8 @@ def train(
     grounding_weight: float = 1.0,
     token_weight: float = 1.0,
     readout_weight: float = 1.0,
+    centre_weight: float = 0.0,
+    count_weight: float = 0.0,
     seed: int = 0,
     single_tile_worlds: int = 600,
     single_tile_share: float = 0.0,
@@ -126,6 +128,10 @@ def train(
         settings["single_tile_worlds"] = single_tile_worlds
     if readout_weight:
         settings["readout_weight"] = readout_weight
+    if centre_weight:
+        settings["centre_weight"] = centre_weight
+    if count_weight:
+        settings["count_weight"] = count_weight
     for key, flag, share in (
         ("single_tile_share", "--single-tile-share", single_tile_share),
         ("big_world_share", "--big-worlds", big_world_share),
@@ -152,8 +158,13 @@ def train(
     model = adapter.model
     model.train()
     torch.manual_seed(seed)
-    head = probe_head(adapter.capabilities.hidden_size)
-    readout = readout_head(adapter.capabilities.hidden_size) if readout_weight else None
+    hidden_size = adapter.capabilities.hidden_size
+    head = probe_head(hidden_size, centres=centre_weight > 0)
+    readout = (
+        readout_head(hidden_size, counts=count_weight > 0)
+        if readout_weight or count_weight
+        else None
+    )
     params = [*model.parameters(), *head.parameters()]
     if readout is not None:
         params += list(readout.parameters())
@@ -223,8 +234,13 @@ def train(
                     "correct": [],
                     "tokens": [],
                     "readout": [],
+                    "count": [],
                 }
-                aux = token_losses(head, feats, group) if token_weight > 0 else None
+                aux = (
+                    token_losses(head, feats, group, centre_weight / max(token_weight, 1e-9))
+                    if token_weight > 0
+                    else None
+                )
                 if aux is not None:
                     total = total + token_weight * aux
                     stats["tokens"].append(float(aux.detach()))
@@ -240,6 +256,9 @@ def train(
                     if losses.readout is not None:
                         total = total + readout_weight * losses.readout / batch
                         stats["readout"].append(float(losses.readout.detach()))
+                    if losses.count is not None:
+                        total = total + count_weight * losses.count / batch
+                        stats["count"].append(float(losses.count.detach()))
                     if losses.grounding is not None:
                         total = total + grounding_weight * losses.grounding / batch
                         stats["grounding"].append(float(losses.grounding.detach()))
@@ -334,6 +353,20 @@ def main(argv: list[str] | None = None) -> None:
         help="Training-only probe at the last prompt token: the asked-about object's class "
         "and colour (0: off).",
     )
+    parser.add_argument(
+        "--centre-weight",
+        type=float,
+        default=d["centre_weight"],
+        help="Token probe: also name how many objects are centred in each token's cell, "
+        "one mark per object for counting (0: off).",
+    )
+    parser.add_argument(
+        "--count-weight",
+        type=float,
+        default=d["count_weight"],
+        help="Readout probe: also name how many objects a count or presence question is "
+        "about (0: off).",
+    )
     parser.add_argument("--seed", type=int, default=d["seed"])
     parser.add_argument(
         "--single-tile-worlds",
@@ -393,6 +426,8 @@ def _train_from(args: argparse.Namespace) -> None:
         grounding_weight=args.grounding_weight,
         token_weight=args.token_weight,
         readout_weight=args.readout_weight,
+        centre_weight=args.centre_weight,
+        count_weight=args.count_weight,
         seed=args.seed,
         single_tile_worlds=args.single_tile_worlds,
         single_tile_share=args.single_tile_share,
