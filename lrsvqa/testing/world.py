@@ -387,8 +387,9 @@ def write_world(
     compress: str = "deflate",
 ) -> Path:
     """Write ``world`` as a tiled GeoTIFF with average overviews (+ ``.world.json`` truth).
-    ``compress="zstd"`` writes the same pixels about three times faster (for files read
-    back at once, as training does; deflate is what every reader opens)."""
+    ``compress="zstd"`` writes the same pixels with GDAL's share of the write about three
+    times shorter (7,168 px: 3.4 s -> 1.0 s), for files read back at once as training does;
+    deflate is what every reader opens."""
     cache: dict[tuple[int, int], np.ndarray] = {}
 
     def fill(x0: int, y0: int, w: int, h: int, band: int) -> np.ndarray:
