@@ -162,7 +162,7 @@ def test_token_probe_names_the_surface_under_each_token() -> None:
     def loss(surface: np.ndarray) -> float:
         image = np.zeros((224, 224, 3), dtype=np.uint8)
         e = Example([image], [], 0, [], [], "", None, "", [zero], [zero], [surface])
-        return float(token_losses(head, feats, [e]))
+        return float(token_losses(head, feats, [e]).probe)  # type: ignore[union-attr]
 
     assert loss(zero) != loss(zero + 2)  # the surface labels are part of the loss
 
@@ -205,6 +205,34 @@ def test_centre_labels_mark_each_object_once_whatever_its_size() -> None:
     assert _centres((0, 0, 22400, 22400), world).sum() == 0
 
 
+def test_centre_term_is_its_own_loss_beside_the_token_probe() -> None:
+    """--centre-weight weights the centre marks alone: token_losses hands them back apart
+    from the class/colour/surface probe, and only a head with centre outputs has them."""
+    import numpy as np
+
+    from lrsvqa.micro.data import Example
+    from lrsvqa.micro.forward import probe_head, token_losses
+
+    torch.manual_seed(0)
+    feats = [torch.randn(64, 16)]
+    zero = np.zeros(64, dtype=np.int64)
+    image = np.zeros((224, 224, 3), dtype=np.uint8)
+
+    def example(centres: np.ndarray) -> Example:
+        e = Example([image], [], 0, [], [], "", None, "", [zero], [zero], [zero])
+        e.centres = [centres]
+        return e
+
+    head = probe_head(16, centres=True)
+    a = token_losses(head, feats, [example(zero)])
+    b = token_losses(head, feats, [example(zero + 1)])
+    assert a is not None and b is not None and a.centre is not None and b.centre is not None
+    assert float(a.probe) == float(b.probe)  # the marks are not in the probe's term
+    assert float(a.centre) != float(b.centre)
+    plain = token_losses(probe_head(16), feats, [example(zero)])
+    assert plain is not None and plain.centre is None
+
+
 def test_count_readout_is_trained_on_count_and_presence_questions_only(tmp_path: Path) -> None:
     """--count-weight: "is there a ship?" and "how many ships?" both train the number of
     ships at the last prompt token; other questions carry no count target."""
@@ -221,14 +249,20 @@ def test_count_readout_is_trained_on_count_and_presence_questions_only(tmp_path:
     torch.manual_seed(0)
     head = readout_head(16, counts=True)
     hidden = torch.randn(16)
-    assert count_loss(head, hidden, asked) is not None
-    other = next(e for e in examples if e.n_targets is None)
-    assert count_loss(head, hidden, other) is None
-    assert count_loss(readout_head(16), hidden, asked) is None  # off: no count outputs
     with torch.no_grad():
-        a, b = (float(count_loss(head, hidden, e)) for e in (asked, asked))  # type: ignore[arg-type]
+        logits = head(hidden)
+        assert count_loss(head, logits, asked) is not None
+        other = next(e for e in examples if e.n_targets is None)
+        assert count_loss(head, logits, other) is None
+        plain = readout_head(16)
+        assert count_loss(plain, plain(hidden), asked) is None  # off: no count outputs
+        a, b = (float(count_loss(head, logits, e)) for e in (asked, asked))  # type: ignore[arg-type]
+        # the count outputs are the head's last 8: only they decide the loss
+        moved = logits.clone()
+        moved[:-8] += 5.0
+        assert float(count_loss(head, moved, asked)) == a  # type: ignore[arg-type]
         asked.n_targets = (asked.n_targets + 1) % 8
-        assert float(count_loss(head, hidden, asked)) != a == b  # type: ignore[arg-type]
+        assert float(count_loss(head, logits, asked)) != a == b  # type: ignore[arg-type]
 
 
 def test_count_options_are_part_of_a_runs_settings(tmp_path: Path) -> None:

@@ -44,20 +44,46 @@ def encode_with_grad(adapter: HFAdapter, images: list[np.ndarray]) -> list[torch
     return list(feats)
 
 
-def token_losses(
-    head: torch.nn.Module,
-    feats: list[torch.Tensor],
-    examples: list[Example],
-    centre_weight: float = 1.0,
-) -> torch.Tensor | None:
-    """Auxiliary loss on every vision token: which object class (or none) and which colour
-    lies under it, on which surface (water, rural or urban land) and, when the head has
-    centre outputs, how many objects are centred in it (weighted ``centre_weight``): one
-    mark per object for the LLM to count. A training-only probe
-    (``head``, not part of the model) that gives the vision tower dense supervision; the
-    shipped model is the stock architecture alone."""
+@dataclass
+class TokenLosses:
+    """The token probe's terms: ``probe`` (class, colour and surface under each token) and
+    ``centre`` (how many objects are centred in each token's cell; None when the head has
+    no centre outputs), so that the trainer weights each with its own option."""
+
+    probe: torch.Tensor
+    centre: torch.Tensor | None = None
+
+
+def head_slices(head: torch.nn.Module) -> dict[str, slice]:
+    """Where each part of a ``probe_head``'s outputs lies: ``class`` (with "no object" first
+    for the token probe), ``colour``, ``surface``, ``centre`` and ``count`` (empty slices
+    for the parts the head lacks)."""
     from lrsvqa.testing.world import COLOURS
 
+    sizes = {
+        "class": int(head.n_classes) + int(getattr(head, "background", False)),  # type: ignore[arg-type]
+        "colour": len(COLOURS),
+        "surface": int(getattr(head, "n_surfaces", 0)),
+        "centre": int(getattr(head, "n_centres", 0)),
+        "count": int(getattr(head, "n_counts", 0)),
+    }
+    out: dict[str, slice] = {}
+    start = 0
+    for name, size in sizes.items():
+        out[name] = slice(start, start + size)
+        start += size
+    return out
+
+
+def token_losses(
+    head: torch.nn.Module, feats: list[torch.Tensor], examples: list[Example]
+) -> TokenLosses | None:
+    """Auxiliary loss on every vision token: which object class (or none) and which colour
+    lies under it, on which surface (water, rural or urban land) and, when the head has
+    centre outputs, how many objects are centred in it: one mark per object for the LLM to
+    count. A training-only probe (``head``, not part of the model) that gives the vision
+    tower dense supervision; the shipped model is the stock architecture alone. None when
+    no example carries token labels."""
     rows: list[torch.Tensor] = []
     classes: list[torch.Tensor] = []
     colours: list[torch.Tensor] = []
@@ -81,28 +107,21 @@ def token_losses(
     cls_t = torch.cat(classes)
     col_t = torch.cat(colours)
     logits = head(x)
-    n_cls = 1 + int(head.n_classes)  # type: ignore[arg-type]
-    n_col = len(COLOURS)
-    weight = torch.ones(n_cls)
+    part = head_slices(head)
+    weight = torch.ones(part["class"].stop - part["class"].start)
     weight[0] = 0.1  # most cells are background
-    loss = torch.nn.functional.cross_entropy(logits[:, :n_cls], cls_t, weight=weight)
+    loss = torch.nn.functional.cross_entropy(logits[:, part["class"]], cls_t, weight=weight)
     on = col_t > 0
     if on.any():
+        loss = loss + torch.nn.functional.cross_entropy(logits[on, part["colour"]], col_t[on] - 1)
+    if part["surface"].stop > part["surface"].start and len(surfaces) == len(rows):
         loss = loss + torch.nn.functional.cross_entropy(
-            logits[on, n_cls : n_cls + n_col], col_t[on] - 1
+            logits[:, part["surface"]], torch.cat(surfaces)
         )
-    n_surf = int(getattr(head, "n_surfaces", 0))
-    if n_surf and len(surfaces) == len(rows):
-        loss = loss + torch.nn.functional.cross_entropy(
-            logits[:, n_cls + n_col : n_cls + n_col + n_surf], torch.cat(surfaces)
-        )
-    n_cen = int(getattr(head, "n_centres", 0))
-    if n_cen and len(centres) == len(rows):
-        start = n_cls + n_col + n_surf
-        loss = loss + centre_weight * torch.nn.functional.cross_entropy(
-            logits[:, start : start + n_cen], torch.cat(centres)
-        )
-    return loss
+    centre = None
+    if part["centre"].stop > part["centre"].start and len(centres) == len(rows):
+        centre = torch.nn.functional.cross_entropy(logits[:, part["centre"]], torch.cat(centres))
+    return TokenLosses(loss, centre)
 
 
 #: Surfaces the token probe names (``data._surfaces``' ids).
@@ -130,6 +149,7 @@ def probe_head(
         hidden, int(background) + len(CLASSES) + len(COLOURS) + n_surf + n_cen + n_count
     )
     head.n_classes = len(CLASSES)  # type: ignore[assignment]
+    head.background = background  # type: ignore[assignment]
     head.n_surfaces = n_surf  # type: ignore[assignment]
     head.n_centres = n_cen  # type: ignore[assignment]
     head.n_counts = n_count  # type: ignore[assignment]
@@ -175,41 +195,37 @@ def target_attributes(example: Example) -> tuple[int, int]:
 
 
 def readout_loss(
-    head: torch.nn.Module, hidden: torch.Tensor, example: Example
+    head: torch.nn.Module, logits: torch.Tensor, example: Example
 ) -> torch.Tensor | None:
-    """Training-only probe on the LLM's last prompt position: it must name the class and
-    colour of the object the question is about, so the LLM learns to carry what its
-    attention lands on to where the answer is read (not part of the shipped model)."""
-    from lrsvqa.testing.world import COLOURS
-
+    """Training-only probe on the LLM's last prompt position (``logits``: ``head`` applied
+    to its hidden state): it must name the class and colour of the object the question is
+    about, so the LLM learns to carry what its attention lands on to where the answer is
+    read (not part of the shipped model)."""
     cls, col = target_attributes(example)
     if cls == 0:
         return None
-    logits = head(hidden)
-    n_cls = int(head.n_classes)  # type: ignore[arg-type]
-    loss = torch.nn.functional.cross_entropy(logits[None, :n_cls], torch.tensor([cls - 1]))
+    part = head_slices(head)
+    loss = torch.nn.functional.cross_entropy(logits[None, part["class"]], torch.tensor([cls - 1]))
     if col > 0:
         loss = loss + torch.nn.functional.cross_entropy(
-            logits[None, n_cls : n_cls + len(COLOURS)], torch.tensor([col - 1])
+            logits[None, part["colour"]], torch.tensor([col - 1])
         )
     return loss
 
 
 def count_loss(
-    head: torch.nn.Module, hidden: torch.Tensor, example: Example
+    head: torch.nn.Module, logits: torch.Tensor, example: Example
 ) -> torch.Tensor | None:
-    """Training-only count readout at the last prompt position: how many objects a count or
-    presence question is about (an absent class: 0), so that "is there a ship?" teaches
-    the count that "how many ships?" asks for; None for other questions."""
-    from lrsvqa.testing.world import COLOURS
-
-    n_count = int(getattr(head, "n_counts", 0))
+    """Training-only count readout at the last prompt position (``logits``: ``head``
+    applied to its hidden state): how many objects a count or presence question is about
+    (an absent class: 0), so that "is there a ship?" teaches the count that "how many
+    ships?" asks for; None for other questions or a head without count outputs."""
+    part = head_slices(head)["count"]
+    n_count = part.stop - part.start
     if not n_count or example.n_targets is None:
         return None
-    start = int(head.n_classes) + len(COLOURS)  # type: ignore[arg-type]
-    logits = head(hidden)[start : start + n_count]
     target = torch.tensor([min(example.n_targets, n_count - 1)])
-    return torch.nn.functional.cross_entropy(logits[None], target)
+    return torch.nn.functional.cross_entropy(logits[None, part], target)
 
 
 def example_losses(
@@ -270,9 +286,9 @@ def example_losses(
         handle.remove()
     losses = Losses(answer=None, grounding=None)
     if readout_head is not None:
-        last_hidden = out.last_hidden_state[0, prompt_len - 1]
-        losses.readout = readout_loss(readout_head, last_hidden, example)
-        losses.count = count_loss(readout_head, last_hidden, example)
+        probe = readout_head(out.last_hidden_state[0, prompt_len - 1])
+        losses.readout = readout_loss(readout_head, probe, example)
+        losses.count = count_loss(readout_head, probe, example)
     if answer_ids:
         hidden = out.last_hidden_state[0, prompt_len - 1 : -1]
         logits = model.lm_head(hidden)

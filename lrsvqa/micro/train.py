@@ -235,15 +235,15 @@ def train(
                     "tokens": [],
                     "readout": [],
                     "count": [],
+                    "centre": [],
                 }
-                aux = (
-                    token_losses(head, feats, group, centre_weight / max(token_weight, 1e-9))
-                    if token_weight > 0
-                    else None
-                )
+                aux = token_losses(head, feats, group) if token_weight or centre_weight else None
                 if aux is not None:
-                    total = total + token_weight * aux
-                    stats["tokens"].append(float(aux.detach()))
+                    total = total + token_weight * aux.probe
+                    stats["tokens"].append(float(aux.probe.detach()))
+                    if aux.centre is not None:
+                        total = total + centre_weight * aux.centre
+                        stats["centre"].append(float(aux.centre.detach()))
                 i = 0
                 for e in group:
                     n = len(e.images)
