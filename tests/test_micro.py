@@ -171,3 +171,19 @@ def test_evaluation_can_ask_only_some_categories(micro, tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and "unknown categories ['counts']" in bad.stderr
     assert not list(run.iterdir())
+    # the model folder instead of its run folder: one line naming the fix, no traceback
+    wrong = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lrsvqa.micro.evaluate",
+            str(micro_folder(MICRO)),
+            "--questions",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "not a training run" in wrong.stderr and "give its run folder" in wrong.stderr

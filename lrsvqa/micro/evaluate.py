@@ -108,6 +108,13 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [c for c in cats if c not in CATEGORIES]
         if unknown:
             parser.error(f"unknown categories {unknown}; choose from {', '.join(CATEGORIES)}")
+    if not (args.run / "model" / "config.json").is_file():
+        hint = (
+            f"give its run folder, {args.run.parent}"
+            if (args.run / "config.json").is_file()
+            else "give the folder that `python -m lrsvqa.micro.train --out` wrote"
+        )
+        parser.error(f"{args.run}: not a training run (no model/config.json); {hint}")
     report = evaluate_single_tile(
         str(args.run / "model"), n_questions=args.questions, categories=cats
     )
