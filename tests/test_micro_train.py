@@ -278,3 +278,31 @@ def test_count_options_are_part_of_a_runs_settings(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError):
         train_mod.train(run, **SMALL)
+
+
+def test_a_cards_reproduce_command_gives_its_runs_settings(monkeypatch) -> None:
+    """The model card's command names every setting of the shipped run for the commit it
+    names; without a commit, today's trainer gets the run's settings, also those whose
+    default changed after it (v9 predates --size-jitter)."""
+    from lrsvqa.micro.card import render, reproduce_flags
+    from lrsvqa.models.loading import micro_folder
+
+    card = json.loads((micro_folder("micro/qwen2_vl") / "card.json").read_text())
+    settings = card["settings"]
+
+    def parsed(flags: str) -> dict:
+        seen: dict = {}
+        monkeypatch.setattr(train_mod, "_train_from", lambda args: seen.update(vars(args)))
+        train_mod.main(["--out", "unused", "--steps", str(card["steps"]), *flags.split()])
+        seen["big_world_share"] = seen.pop("big_worlds")  # the option's name
+        return seen
+
+    explicit = reproduce_flags(settings, explicit=True)
+    assert card["code_commit"][:10] in render(card)
+    assert f"--steps {card['steps']}{explicit}" in render(card)
+    assert {k: parsed(explicit)[k] for k in settings} == settings
+    today = reproduce_flags(settings)
+    want = {"size_jitter": 0.0, "centre_weight": 0.0, "count_weight": 0.0, **settings}
+    assert "--size-jitter 0" in today and {k: parsed(today)[k] for k in want} == want
+    no_commit = {k: v for k, v in card.items() if k != "code_commit"}
+    assert f"--steps {card['steps']}{today}" in render(no_commit)

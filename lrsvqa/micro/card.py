@@ -60,9 +60,30 @@ def ship(run: str | Path, name: str = "qwen2_vl", how: str = HOW) -> Path:
         "final_log": _tail_means(log),
         "how": how,
     }
+    commit = _code_commit()
+    if commit:
+        card["code_commit"] = commit
     (dest / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     (dest / "MODEL_CARD.md").write_text(render(card))
     return dest
+
+
+def _code_commit() -> str | None:
+    """The commit of the lrsvqa checkout that ships the card (the code a retrain needs), or
+    None outside a git checkout or with uncommitted changes to the trainer."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return None if dirty else head
 
 
 def _tail_means(log: list[dict[str, Any]], n: int = 100) -> dict[str, float]:
@@ -73,6 +94,44 @@ def _tail_means(log: list[dict[str, Any]], n: int = 100) -> dict[str, float]:
         if vals:
             out[key] = round(sum(vals) / len(vals), 4)
     return out
+
+
+#: (settings key, train's option, the value a run that predates the key had).
+_OPTIONS = (
+    ("batch", "--batch", None),
+    ("lr", "--lr", None),
+    ("answer_weight", "--answer-weight", 4.0),
+    ("grounding_weight", "--grounding-weight", None),
+    ("token_weight", "--token-weight", 1.0),
+    ("readout_weight", "--readout-weight", 0.0),
+    ("centre_weight", "--centre-weight", 0.0),
+    ("count_weight", "--count-weight", 0.0),
+    ("seed", "--seed", None),
+    ("single_tile_worlds", "--single-tile-worlds", 0),
+    ("single_tile_share", "--single-tile-share", 0.0),
+    ("big_world_share", "--big-worlds", 0.0),
+    ("size_jitter", "--size-jitter", 0.0),
+)
+
+
+def reproduce_flags(settings: dict[str, Any], *, explicit: bool = False) -> str:
+    """The trainer options that give ``settings``. ``explicit``: every recorded setting (for
+    the code of the commit that recorded them, whose defaults may differ from today's);
+    otherwise what today's trainer needs: every setting that differs from ``train``'s
+    current default, and a setting the run predates at its value then (a recipe without
+    size jitter needs ``--size-jitter 0`` now that jitter is the default)."""
+    import inspect
+
+    from lrsvqa.micro.train import train
+
+    defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()}
+    flags = ""
+    for key, option, before in _OPTIONS:
+        value = settings.get(key) if explicit else settings.get(key, before)
+        if value is None or (not explicit and key in defaults and value == defaults[key]):
+            continue
+        flags += f" {option} {value:g}" if isinstance(value, float) else f" {option} {value}"
+    return flags
 
 
 def render(card: dict[str, Any]) -> str:
@@ -101,15 +160,13 @@ def render(card: dict[str, Any]) -> str:
             " stream (reading objects at native resolution), the rest the mix above."
         )
     settings = card["settings"]
+    commit = card.get("code_commit")
+    code = f" (the code of commit {commit[:10]}: `git checkout {commit[:10]}`)" if commit else ""
     readout = float(settings.get("readout_weight", 0.0))
     token = float(settings.get("token_weight", 1.0))
-    flags = f" --single-tile-worlds {single}" if single else ""
-    flags += f" --single-tile-share {share:g}" if share else ""
-    flags += f" --readout-weight {readout:g}" if readout else ""
+    flags = reproduce_flags(settings, explicit=bool(card.get("code_commit")))
     big = float(settings.get("big_world_share", 0.0))
-    flags += f" --big-worlds {big:g}" if big else ""
     jitter = float(settings.get("size_jitter", 0.0))
-    flags += f" --size-jitter {jitter:g}" if jitter else ""
     if big:
         curriculum += (
             f"\n- Big scenes: {big:.0%} of the worlds after that are {min(BIG_SIZES):,}–"
@@ -173,7 +230,7 @@ few pixels to tens of pixels long. On real imagery its answers mean nothing.
   {settings.get("answer_weight", 4.0):g}, grounding weight
   {card["settings"]["grounding_weight"]}, seed {card["settings"]["seed"]}; {minutes:.0f} minutes on
   this project's 2-core CPU machine ({card.get("how", HOW)}).
-- Reproduce: `python -m lrsvqa.micro.train --out runs/micro --steps {card["steps"]}{flags}
+- Reproduce{code}: `python -m lrsvqa.micro.train --out runs/micro --steps {card["steps"]}{flags}
   --threads 1`
   then `python -m lrsvqa.micro.card runs/micro`.
 - End of training (mean of the last 100 steps): answer loss {tail.get("answer")}, token-level
