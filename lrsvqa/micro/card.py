@@ -70,16 +70,21 @@ def ship(run: str | Path, name: str = "qwen2_vl", how: str = HOW) -> Path:
 
 def _code_commit() -> str | None:
     """The commit of the lrsvqa checkout that ships the card (the code a retrain needs), or
-    None outside a git checkout or with uncommitted changes to the trainer."""
+    None outside a git checkout or with uncommitted changes to the package (the shipped
+    models' folder, which ``ship`` is writing, aside)."""
     import subprocess
 
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent  # the lrsvqa package
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)models/micro"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -164,7 +169,7 @@ def render(card: dict[str, Any]) -> str:
     code = f" (the code of commit {commit[:10]}: `git checkout {commit[:10]}`)" if commit else ""
     readout = float(settings.get("readout_weight", 0.0))
     token = float(settings.get("token_weight", 1.0))
-    flags = reproduce_flags(settings, explicit=bool(card.get("code_commit")))
+    flags = reproduce_flags(settings, explicit=bool(commit))
     big = float(settings.get("big_world_share", 0.0))
     jitter = float(settings.get("size_jitter", 0.0))
     if big:
