@@ -101,24 +101,6 @@ def _tail_means(log: list[dict[str, Any]], n: int = 100) -> dict[str, float]:
     return out
 
 
-#: (settings key, train's option, the value a run that predates the key had).
-_OPTIONS = (
-    ("batch", "--batch", None),
-    ("lr", "--lr", None),
-    ("answer_weight", "--answer-weight", 4.0),
-    ("grounding_weight", "--grounding-weight", None),
-    ("token_weight", "--token-weight", 1.0),
-    ("readout_weight", "--readout-weight", 0.0),
-    ("centre_weight", "--centre-weight", 0.0),
-    ("count_weight", "--count-weight", 0.0),
-    ("seed", "--seed", None),
-    ("single_tile_worlds", "--single-tile-worlds", 0),
-    ("single_tile_share", "--single-tile-share", 0.0),
-    ("big_world_share", "--big-worlds", 0.0),
-    ("size_jitter", "--size-jitter", 0.0),
-)
-
-
 def reproduce_flags(settings: dict[str, Any], *, explicit: bool = False) -> str:
     """The trainer options that give ``settings``. ``explicit``: every recorded setting (for
     the code of the commit that recorded them, whose defaults may differ from today's);
@@ -127,14 +109,14 @@ def reproduce_flags(settings: dict[str, Any], *, explicit: bool = False) -> str:
     size jitter needs ``--size-jitter 0`` now that jitter is the default)."""
     import inspect
 
-    from lrsvqa.micro.train import train
+    from lrsvqa.micro.train import OPTIONAL, RECORDED, train
 
     defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()}
     flags = ""
-    for key, option, before in _OPTIONS:
-        value = settings.get(key) if explicit else settings.get(key, before)
-        if value is None or (not explicit and key in defaults and value == defaults[key]):
-            continue
+    for key, option in {**RECORDED, **OPTIONAL}.items():
+        value = settings.get(key) if explicit or key in RECORDED else settings.get(key, 0)
+        if key == "steps" or value is None or (not explicit and value == defaults[key]):
+            continue  # --steps leads the command
         flags += f" {option} {value:g}" if isinstance(value, float) else f" {option} {value}"
     return flags
 

@@ -74,6 +74,31 @@ def _iterable(start: int, stream: dict[str, Any]) -> Any:
     )
 
 
+#: The settings every run's settings.json records, with the trainer's option for each.
+RECORDED = {
+    "steps": "--steps",
+    "batch": "--batch",
+    "lr": "--lr",
+    "answer_weight": "--answer-weight",
+    "grounding_weight": "--grounding-weight",
+    "token_weight": "--token-weight",
+    "seed": "--seed",
+}
+#: Settings recorded only when not 0, so that a run from before the option resumes as it
+#: was (a run's settings without one of these had it at 0), with the trainer's option.
+OPTIONAL = {
+    "single_tile_worlds": "--single-tile-worlds",
+    "readout_weight": "--readout-weight",
+    "centre_weight": "--centre-weight",
+    "count_weight": "--count-weight",
+    "single_tile_share": "--single-tile-share",
+    "big_world_share": "--big-worlds",
+    "size_jitter": "--size-jitter",
+}
+#: The optional settings that are shares, in (0, 1).
+SHARES = ("single_tile_share", "big_world_share", "size_jitter")
+
+
 def train(
     out: str | os.PathLike[str],
     *,
@@ -115,7 +140,7 @@ def train(
     folder = Path(out)
     model_dir = folder / "model"
     state_path = folder / "state.pt"
-    settings = {
+    given = {
         "steps": steps,
         "batch": batch,
         "lr": lr,
@@ -123,26 +148,23 @@ def train(
         "grounding_weight": grounding_weight,
         "token_weight": token_weight,
         "seed": seed,
+        "single_tile_worlds": single_tile_worlds,
+        "readout_weight": readout_weight,
+        "centre_weight": centre_weight,
+        "count_weight": count_weight,
+        "single_tile_share": single_tile_share,
+        "big_world_share": big_world_share,
+        "size_jitter": size_jitter,
     }
-    if single_tile_worlds:
-        settings["single_tile_worlds"] = single_tile_worlds
-    if readout_weight:
-        settings["readout_weight"] = readout_weight
-    if centre_weight:
-        settings["centre_weight"] = centre_weight
-    if count_weight:
-        settings["count_weight"] = count_weight
-    for key, flag, share in (
-        ("single_tile_share", "--single-tile-share", single_tile_share),
-        ("big_world_share", "--big-worlds", big_world_share),
-        ("size_jitter", "--size-jitter", size_jitter),
-    ):
-        if share:
-            if not 0 < share < 1:
-                from lrsvqa.errors import ConfigError
+    settings = {k: given[k] for k in RECORDED}
+    for key, option in OPTIONAL.items():
+        value = given[key]
+        if value and key in SHARES and not 0 < value < 1:
+            from lrsvqa.errors import ConfigError
 
-                raise ConfigError(f"{flag} is {share}; give a share in (0, 1)")
-            settings[key] = share
+            raise ConfigError(f"{option} is {value}; give a share in (0, 1)")
+        if value:
+            settings[key] = value
     folder.mkdir(parents=True, exist_ok=True)  # settings are valid: nothing made for a typo
     settings_path = folder / "settings.json"
     if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
