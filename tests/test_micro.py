@@ -155,6 +155,7 @@ def test_evaluation_can_ask_only_some_categories(micro, tmp_path: Path) -> None:
     """``--categories`` asks n questions of those categories only (to compare counting
     between runs), and a misspelt category is one line, exit 2."""
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -172,18 +173,20 @@ def test_evaluation_can_ask_only_some_categories(micro, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown categories ['counts']" in bad.stderr
     assert not list(run.iterdir())
     # the model folder instead of its run folder: one line naming the fix, no traceback
-    wrong = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lrsvqa.micro.evaluate",
-            str(micro_folder(MICRO)),
-            "--questions",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
-    assert "not a training run" in wrong.stderr and "give its run folder" in wrong.stderr
+    (run / "model").mkdir()
+    shutil.copy(micro_folder(MICRO) / "config.json", run / "model")
+    (run / "settings.json").write_text("{}")
+
+    def wrong(folder: Path) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lrsvqa.micro.evaluate", str(folder), "--questions", "1"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "not a training run" in proc.stderr
+        return proc.stderr
+
+    assert f"give its run folder, {run}" in wrong(run / "model")
+    assert "evaluate_single_tile" in wrong(micro_folder(MICRO))  # shipped: no run folder

@@ -109,11 +109,12 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"unknown categories {unknown}; choose from {', '.join(CATEGORIES)}")
     if not (args.run / "model" / "config.json").is_file():
-        hint = (
-            f"give its run folder, {args.run.parent}"
-            if (args.run / "config.json").is_file()
-            else "give the folder that `python -m lrsvqa.micro.train --out` wrote"
-        )
+        if (args.run.parent / "settings.json").is_file():
+            hint = f"give its run folder, {args.run.parent}"
+        elif (args.run / "config.json").is_file():
+            hint = "a model outside a run: call lrsvqa.micro.evaluate.evaluate_single_tile on it"
+        else:
+            hint = "give the folder that `python -m lrsvqa.micro.train --out` wrote"
         parser.error(f"{args.run}: not a training run (no model/config.json); {hint}")
     report = evaluate_single_tile(
         str(args.run / "model"), n_questions=args.questions, categories=cats
