@@ -190,3 +190,29 @@ def test_evaluation_can_ask_only_some_categories(micro, tmp_path: Path) -> None:
 
     assert f"give its run folder, {run}" in wrong(run / "model")
     assert "evaluate_single_tile" in wrong(micro_folder(MICRO))  # shipped: no run folder
+
+
+def test_the_trainers_focus_scores_are_the_pipelines(micro, tmp_path: Path) -> None:
+    """--focus-fill ranks an answer pass's tokens by ``forward.focus_scores``: on the same
+    single-tile scene and question these are the scores ``ask``'s Region Focus Module gives
+    (the trainer keeps what inference keeps)."""
+    import numpy as np
+    import torch
+
+    from lrsvqa.focus import FocusConfig
+    from lrsvqa.micro.data import world_examples
+    from lrsvqa.micro.forward import encode_with_grad, focus_scores
+    from lrsvqa.micro.model import FOCUS_LAYER
+    from lrsvqa.pipeline import Pipeline
+    from lrsvqa.testing.world import make_world, write_world
+
+    world = make_world(224, seed=5)
+    path = write_world(tmp_path / "scene.tif", world)
+    pipeline = Pipeline(micro, focus=FocusConfig(selector="rfm"), max_new_tokens=2)
+    answers = [e for e in world_examples(world, 5, tmp_path) if e.answer is not None]
+    for e in answers[:3]:
+        with torch.no_grad():
+            feats = encode_with_grad(micro, e.images)
+        ours = focus_scores(micro, e, feats, FOCUS_LAYER)[0]
+        theirs = pipeline.ask(path, e.question).focus.levels[-1].token_scores[0].ravel()
+        assert np.corrcoef(ours, theirs)[0, 1] > 0.99, e.question

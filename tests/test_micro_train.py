@@ -4,6 +4,7 @@ stopped after a checkpoint and started again ends where an uninterrupted one doe
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,49 @@ def test_a_cards_reproduce_command_gives_its_runs_settings(monkeypatch) -> None:
     assert "--size-jitter 0" in today and {k: parsed(today)[k] for k in want} == want
     no_commit = {k: v for k, v in card.items() if k != "code_commit"}
     assert f"--steps {card['steps']}{today}" in render(no_commit)
+
+
+def test_focus_fill_keeps_the_targets_then_what_the_focus_ranks_highest(tmp_path: Path) -> None:
+    """--focus-fill: after the asked-about objects' tokens, an answer pass keeps the tokens
+    the model's focus scores highest (what ``ask`` keeps), not random ones; for a class
+    absent from the scene that is the focus's own top 25 %."""
+    from lrsvqa.micro.data import GRID, KEEP_RATIO, world_examples
+    from lrsvqa.micro.forward import focus_filled
+    from lrsvqa.testing.world import make_world
+
+    world = make_world(224, seed=2)
+    examples = [e for e in world_examples(world, 2, tmp_path) if e.answer is not None]
+    rng = torch.Generator().manual_seed(0)
+    absent = next(e for e in examples if not any(len(t) for t in e.targets))
+    present = next(e for e in examples if any(len(t) for t in e.targets))
+    for e in (absent, present):
+        assert e.inside is not None
+        n_keep = math.ceil(KEEP_RATIO * GRID * GRID * len(e.inside))
+        scores = [torch.rand(GRID * GRID, generator=rng).double().numpy() for _ in e.inside]
+        filled = focus_filled(e, scores)
+        kept = {(i, int(c)) for i, k in enumerate(filled.keeps) for c in k}
+        targets = {(i, int(c)) for i, t in enumerate(e.targets) for c in t}
+        assert len(kept) == n_keep > len(targets)
+        assert targets <= kept  # the objects asked about come first, as in the data
+        ranked = sorted(
+            ((i, c) for i, ins in enumerate(e.inside) for c in ins if (i, c) not in targets),
+            key=lambda ic: -scores[ic[0]][ic[1]],
+        )
+        assert kept - targets == set(ranked[: n_keep - len(targets)])
+        assert filled.images is e.images and filled.targets is e.targets
+
+
+def test_focus_fill_is_a_recorded_share(tmp_path: Path, capsys) -> None:
+    """A run with --focus-fill trains and records it; a value outside (0, 1] is one line."""
+    run = tmp_path / "f"
+    train_mod.train(run, focus_fill=1.0, **SMALL)
+    assert json.loads((run / "settings.json").read_text())["focus_fill"] == 1.0
+    assert len(_steps(run)) == SMALL["steps"]
+    capsys.readouterr()  # the run's progress bars
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main(["--out", str(out), "--focus-fill", "1.5"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lrsvqa.micro.train: error: --focus-fill is 1.5; give a share in (0, 1]"]
+    assert not out.exists()

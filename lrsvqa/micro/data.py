@@ -69,6 +69,8 @@ class Example:
     # count and presence questions: how many objects the question is about (the count asked
     # for; 0 for an absent class), for the count readout
     n_targets: int | None = None
+    # per tile: raster indices of its tokens inside the image (a focus pass's candidates)
+    inside: list[np.ndarray] | None = None
 
 
 def _cells(
@@ -244,22 +246,7 @@ def _example(
     if full:  # every token inside the image: a focus pass never holds padding (focus.padding)
         keeps = list(inside)
     else:
-        total = GRID * GRID * len(tiles)
-        n_keep = max(1, math.ceil(KEEP_RATIO * total))
-        flat_targets = [
-            i * GRID * GRID + c for i, t in enumerate(targets) for c in t if c in set(inside[i])
-        ]
-        pool = [i * GRID * GRID + c for i, ins in enumerate(inside) for c in ins]
-        rest = [x for x in pool if x not in set(flat_targets)]
-        rng.shuffle(rest)
-        chosen = set((flat_targets + rest)[:n_keep])
-        keeps = [
-            np.array(
-                sorted(c - i * GRID * GRID for c in chosen if c // (GRID * GRID) == i),
-                dtype=np.int64,
-            )
-            for i in range(len(tiles))
-        ]
+        keeps = pruned_keeps(targets, inside, lambda rest: _shuffled(rest, rng))
     shift = (0, 0)
     if level >= 1 and rng.random() < 0.5:
         shift = (int(rng.integers(0, 120)), int(rng.integers(0, 120)))
@@ -273,6 +260,7 @@ def _example(
         surfaces=[_surfaces(w, world) for w in [thumb_window, *wins]],
         centres=[_centres(w, world) for w in [thumb_window, *wins]],
         n_targets=len(q.targets) if q.category in ("count", "presence") else None,
+        inside=inside,
         images=[thumb] + [read(t) for t in tiles],
         offsets=offsets,
         level=level,
@@ -282,6 +270,35 @@ def _example(
         answer=answer,
         category=q.category,
     )
+
+
+def _shuffled(items: list[int], rng: np.random.Generator) -> list[int]:
+    rng.shuffle(items)  # in place, on the list: the same draws as every run before
+    return items
+
+
+def pruned_keeps(
+    targets: list[np.ndarray],
+    inside: list[np.ndarray],
+    order: Callable[[list[int]], list[int]],
+) -> list[np.ndarray]:
+    """Per tile, the tokens an answer pass keeps: ``KEEP_RATIO`` of the tiles' tokens, the
+    asked-about objects' cells (inside the image) first, then the other inside tokens in
+    the ``order`` given to their flat indices (tile ``i``'s cell ``c`` is
+    ``i * GRID**2 + c``): random in the data, the model's own focus ranking in the trainer
+    (``--focus-fill``)."""
+    n = GRID * GRID
+    total = n * len(inside)
+    n_keep = max(1, math.ceil(KEEP_RATIO * total))
+    flat_targets = [i * n + c for i, t in enumerate(targets) for c in t if c in set(inside[i])]
+    pool = [i * n + c for i, ins in enumerate(inside) for c in ins]
+    taken = set(flat_targets)
+    rest = [x for x in pool if x not in taken]
+    chosen = set((flat_targets + [int(x) for x in order(rest)])[:n_keep])
+    return [
+        np.array(sorted(c - i * n for c in chosen if c // n == i), dtype=np.int64)
+        for i in range(len(inside))
+    ]
 
 
 def world_size(

@@ -228,13 +228,17 @@ def count_loss(
     return torch.nn.functional.cross_entropy(logits[None, part], target)
 
 
-def example_losses(
-    adapter: HFAdapter,
-    example: Example,
-    feats: list[torch.Tensor],
-    focus_layer: int,
-    readout_head: torch.nn.Module | None = None,
-) -> Losses:
+@dataclass
+class _Pass:
+    out: Any  # the language model's output
+    att: torch.Tensor  # (heads, prompt) the focus layer's attention of the last prompt token
+    inputs: Any  # the adapter's ModelInputs
+    answer_ids: list[int]
+
+
+def _forward(
+    adapter: HFAdapter, example: Example, feats: list[torch.Tensor], focus_layer: int
+) -> _Pass:
     segments = segments_for(example, feats)
     inputs = adapter.build_inputs(segments, example.question)
     model: Any = adapter.model
@@ -284,6 +288,69 @@ def example_losses(
         out = lm(inputs_embeds=embeds.unsqueeze(0), position_ids=positions, use_cache=False)
     finally:
         handle.remove()
+    return _Pass(out, grab["att"], inputs, answer_ids)
+
+
+@torch.no_grad()
+def focus_scores(
+    adapter: HFAdapter, example: Example, feats: list[torch.Tensor], focus_layer: int
+) -> list[np.ndarray]:
+    """Per tile, the (64,) focus scores of the tokens of ``example``'s tiles as a focus pass
+    over all their tokens inside the image gives them (head-averaged attention of the last
+    prompt token at the focus layer; 0 outside the image): what the Region Focus Module
+    ranks to choose the tokens an answer pass keeps."""
+    from dataclasses import replace
+
+    if example.inside is None:
+        raise ValueError("the example has no inside masks (data from before focus_fill)")
+    full = replace(example, keeps=list(example.inside), answer=None)
+    run = _forward(adapter, full, [f.detach() for f in feats], focus_layer)
+    att = run.att.float().mean(0)
+    vis = run.inputs.vision_positions
+    out = [np.zeros(len(f), dtype=np.float64) for f in feats[1:]]
+    for pos, seg, idx in zip(
+        vis.tolist(),
+        run.inputs.vision_segment.tolist(),
+        run.inputs.vision_index.tolist(),
+        strict=True,
+    ):
+        if seg >= 1:
+            out[seg - 1][idx] = float(att[pos])
+    return out
+
+
+def focus_filled(example: Example, scores: list[np.ndarray]) -> Example:
+    """``example`` with its answer pass's kept tokens chosen as at inference: the asked-about
+    objects' cells first (as in the data), then the other tokens the model's focus ranks
+    highest (``scores``, from ``focus_scores``) instead of random ones: for a class absent
+    from the scene these are exactly the tokens ``ask`` would keep."""
+    from dataclasses import replace
+
+    from lrsvqa.micro.data import GRID, pruned_keeps
+
+    assert example.inside is not None
+    flat = np.concatenate(scores)
+    n = GRID * GRID
+
+    def ranked(rest: list[int]) -> list[int]:
+        return sorted(rest, key=lambda x: (-flat[x], x))
+
+    assert flat.shape[0] == n * len(scores)
+    return replace(example, keeps=pruned_keeps(example.targets, example.inside, ranked))
+
+
+def example_losses(
+    adapter: HFAdapter,
+    example: Example,
+    feats: list[torch.Tensor],
+    focus_layer: int,
+    readout_head: torch.nn.Module | None = None,
+) -> Losses:
+    run = _forward(adapter, example, feats, focus_layer)
+    out, inputs, answer_ids = run.out, run.inputs, run.answer_ids
+    model: Any = adapter.model
+    prompt_len = inputs.length
+    vis = inputs.vision_positions
     losses = Losses(answer=None, grounding=None)
     if readout_head is not None:
         probe = readout_head(out.last_hidden_state[0, prompt_len - 1])
@@ -305,7 +372,7 @@ def example_losses(
         if len(cells):
             on_target |= (seg == k) & torch.isin(idx, torch.as_tensor(cells))
     if on_target.any() and not on_target.all():
-        att = grab["att"][:, cand_pos]
+        att = run.att[:, cand_pos]
         att = att / att.sum(-1, keepdim=True).clamp_min(1e-30)
         share = att[:, on_target].sum(-1).mean()
         losses.grounding = -torch.log(share.clamp_min(1e-6))

@@ -94,6 +94,7 @@ OPTIONAL = {
     "single_tile_share": "--single-tile-share",
     "big_world_share": "--big-worlds",
     "size_jitter": "--size-jitter",
+    "focus_fill": "--focus-fill",
 }
 #: The optional settings that are shares, in (0, 1).
 SHARES = ("single_tile_share", "big_world_share", "size_jitter")
@@ -116,6 +117,7 @@ def train(
     single_tile_share: float = 0.0,
     big_world_share: float = 0.3,
     size_jitter: float = 0.15,
+    focus_fill: float = 0.0,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -129,6 +131,8 @@ def train(
     from lrsvqa.micro.forward import (
         encode_with_grad,
         example_losses,
+        focus_filled,
+        focus_scores,
         probe_head,
         readout_head,
         token_losses,
@@ -155,6 +159,7 @@ def train(
         "single_tile_share": single_tile_share,
         "big_world_share": big_world_share,
         "size_jitter": size_jitter,
+        "focus_fill": focus_fill,
     }
     settings = {k: given[k] for k in RECORDED}
     for key, option in OPTIONAL.items():
@@ -163,6 +168,10 @@ def train(
             from lrsvqa.errors import ConfigError
 
             raise ConfigError(f"{option} is {value}; give a share in (0, 1)")
+        if value and key == "focus_fill" and not 0 < value <= 1:
+            from lrsvqa.errors import ConfigError
+
+            raise ConfigError(f"{option} is {value}; give a share in (0, 1]")
         if value:
             settings[key] = value
     folder.mkdir(parents=True, exist_ok=True)  # settings are valid: nothing made for a typo
@@ -267,8 +276,15 @@ def train(
                         total = total + centre_weight * aux.centre
                         stats["centre"].append(float(aux.centre.detach()))
                 i = 0
-                for e in group:
+                for j, e in enumerate(group):
                     n = len(e.images)
+                    if (
+                        focus_fill
+                        and e.answer is not None
+                        and e.inside is not None
+                        and np.random.default_rng([seed, step, j]).random() < focus_fill
+                    ):  # keep what ask would keep besides the targets
+                        e = focus_filled(e, focus_scores(adapter, e, feats[i : i + n], FOCUS_LAYER))
                     losses = example_losses(adapter, e, feats[i : i + n], FOCUS_LAYER, readout)
                     i += n
                     if losses.answer is not None:
@@ -417,6 +433,14 @@ def main(argv: list[str] | None = None) -> None:
         "off the multiples of 224 px, so edge tiles reach past the image as in users' scenes "
         "(0: none).",
     )
+    parser.add_argument(
+        "--focus-fill",
+        type=float,
+        default=d["focus_fill"],
+        help="This share of the answer passes keeps, after the asked-about objects' tokens, "
+        "the tokens the model's own focus ranks highest (as ask keeps them) instead of "
+        "random ones (0: none).",
+    )
     parser.add_argument("--threads", type=int, default=d["threads"])
     parser.add_argument("--eval-questions", type=int, default=d["eval_questions"])
     parser.add_argument(
@@ -455,6 +479,7 @@ def _train_from(args: argparse.Namespace) -> None:
         single_tile_share=args.single_tile_share,
         big_world_share=args.big_worlds,
         size_jitter=args.size_jitter,
+        focus_fill=args.focus_fill,
         threads=args.threads,
         eval_questions=args.eval_questions,
         stop_after=args.stop_after,
