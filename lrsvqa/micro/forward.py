@@ -295,28 +295,20 @@ def _forward(
 def focus_scores(
     adapter: HFAdapter, example: Example, feats: list[torch.Tensor], focus_layer: int
 ) -> list[np.ndarray]:
-    """Per tile, the (64,) focus scores of the tokens of ``example``'s tiles as a focus pass
-    over all their tokens inside the image gives them (head-averaged attention of the last
-    prompt token at the focus layer; 0 outside the image): what the Region Focus Module
-    ranks to choose the tokens an answer pass keeps."""
+    """Per tile, the (64,) focus scores of ``example``'s tiles' tokens from a focus pass over
+    all their tokens inside the image (0 outside it), by the Region Focus Module's own
+    scorer: what ``ask`` ranks to choose the tokens an answer pass keeps."""
     from dataclasses import replace
+
+    from lrsvqa.focus.scoring import AttentionScorer
 
     if example.inside is None:
         raise ValueError("the example has no inside masks (data from before focus_fill)")
     full = replace(example, keeps=list(example.inside), answer=None)
-    run = _forward(adapter, full, [f.detach() for f in feats], focus_layer)
-    att = run.att.float().mean(0)
-    vis = run.inputs.vision_positions
-    out = [np.zeros(len(f), dtype=np.float64) for f in feats[1:]]
-    for pos, seg, idx in zip(
-        vis.tolist(),
-        run.inputs.vision_segment.tolist(),
-        run.inputs.vision_index.tolist(),
-        strict=True,
-    ):
-        if seg >= 1:
-            out[seg - 1][idx] = float(att[pos])
-    return out
+    result = AttentionScorer([focus_layer]).score(
+        adapter, segments_for(full, feats), example.question
+    )
+    return [np.asarray(g, dtype=np.float64).ravel() for g in result.grids]
 
 
 def focus_filled(example: Example, scores: list[np.ndarray]) -> Example:
@@ -330,12 +322,11 @@ def focus_filled(example: Example, scores: list[np.ndarray]) -> Example:
 
     assert example.inside is not None
     flat = np.concatenate(scores)
-    n = GRID * GRID
+    assert flat.shape[0] == GRID * GRID * len(scores)
 
     def ranked(rest: list[int]) -> list[int]:
         return sorted(rest, key=lambda x: (-flat[x], x))
 
-    assert flat.shape[0] == n * len(scores)
     return replace(example, keeps=pruned_keeps(example.targets, example.inside, ranked))
 
 
