@@ -228,17 +228,52 @@ def count_loss(
     return torch.nn.functional.cross_entropy(logits[None, part], target)
 
 
-@dataclass
-class _Pass:
-    out: Any  # the language model's output
-    att: torch.Tensor  # (heads, prompt) the focus layer's attention of the last prompt token
-    inputs: Any  # the adapter's ModelInputs
-    answer_ids: list[int]
-
-
-def _forward(
+@torch.no_grad()
+def focus_scores(
     adapter: HFAdapter, example: Example, feats: list[torch.Tensor], focus_layer: int
-) -> _Pass:
+) -> list[np.ndarray]:
+    """Per tile, the (64,) focus scores of ``example``'s tiles' tokens from a focus pass over
+    all their tokens inside the image (0 outside it), by the Region Focus Module's own
+    scorer: what ``ask`` ranks to choose the tokens an answer pass keeps."""
+    from dataclasses import replace
+
+    from lrsvqa.focus.scoring import AttentionScorer
+
+    if example.inside is None:
+        raise ValueError("the example has no inside masks (data from before focus_fill)")
+    full = replace(example, keeps=list(example.inside), answer=None)
+    result = AttentionScorer([focus_layer]).score(
+        adapter, segments_for(full, feats), example.question
+    )
+    return [np.asarray(g, dtype=np.float64).ravel() for g in result.grids]
+
+
+def focus_filled(example: Example, scores: list[np.ndarray]) -> Example:
+    """``example`` with its answer pass's kept tokens chosen as at inference: the asked-about
+    objects' cells first (as in the data), then the other tokens the model's focus ranks
+    highest (``scores``, from ``focus_scores``) instead of random ones: for a class absent
+    from the scene these are exactly the tokens ``ask`` would keep."""
+    from dataclasses import replace
+
+    from lrsvqa.micro.data import GRID, pruned_keeps
+
+    assert example.inside is not None
+    flat = np.concatenate(scores)
+    assert flat.shape[0] == GRID * GRID * len(scores)
+
+    def ranked(rest: list[int]) -> list[int]:
+        return sorted(rest, key=lambda x: (-flat[x], x))
+
+    return replace(example, keeps=pruned_keeps(example.targets, example.inside, ranked))
+
+
+def example_losses(
+    adapter: HFAdapter,
+    example: Example,
+    feats: list[torch.Tensor],
+    focus_layer: int,
+    readout_head: torch.nn.Module | None = None,
+) -> Losses:
     segments = segments_for(example, feats)
     inputs = adapter.build_inputs(segments, example.question)
     model: Any = adapter.model
@@ -288,60 +323,6 @@ def _forward(
         out = lm(inputs_embeds=embeds.unsqueeze(0), position_ids=positions, use_cache=False)
     finally:
         handle.remove()
-    return _Pass(out, grab["att"], inputs, answer_ids)
-
-
-@torch.no_grad()
-def focus_scores(
-    adapter: HFAdapter, example: Example, feats: list[torch.Tensor], focus_layer: int
-) -> list[np.ndarray]:
-    """Per tile, the (64,) focus scores of ``example``'s tiles' tokens from a focus pass over
-    all their tokens inside the image (0 outside it), by the Region Focus Module's own
-    scorer: what ``ask`` ranks to choose the tokens an answer pass keeps."""
-    from dataclasses import replace
-
-    from lrsvqa.focus.scoring import AttentionScorer
-
-    if example.inside is None:
-        raise ValueError("the example has no inside masks (data from before focus_fill)")
-    full = replace(example, keeps=list(example.inside), answer=None)
-    result = AttentionScorer([focus_layer]).score(
-        adapter, segments_for(full, feats), example.question
-    )
-    return [np.asarray(g, dtype=np.float64).ravel() for g in result.grids]
-
-
-def focus_filled(example: Example, scores: list[np.ndarray]) -> Example:
-    """``example`` with its answer pass's kept tokens chosen as at inference: the asked-about
-    objects' cells first (as in the data), then the other tokens the model's focus ranks
-    highest (``scores``, from ``focus_scores``) instead of random ones: for a class absent
-    from the scene these are exactly the tokens ``ask`` would keep."""
-    from dataclasses import replace
-
-    from lrsvqa.micro.data import GRID, pruned_keeps
-
-    assert example.inside is not None
-    flat = np.concatenate(scores)
-    assert flat.shape[0] == GRID * GRID * len(scores)
-
-    def ranked(rest: list[int]) -> list[int]:
-        return sorted(rest, key=lambda x: (-flat[x], x))
-
-    return replace(example, keeps=pruned_keeps(example.targets, example.inside, ranked))
-
-
-def example_losses(
-    adapter: HFAdapter,
-    example: Example,
-    feats: list[torch.Tensor],
-    focus_layer: int,
-    readout_head: torch.nn.Module | None = None,
-) -> Losses:
-    run = _forward(adapter, example, feats, focus_layer)
-    out, inputs, answer_ids = run.out, run.inputs, run.answer_ids
-    model: Any = adapter.model
-    prompt_len = inputs.length
-    vis = inputs.vision_positions
     losses = Losses(answer=None, grounding=None)
     if readout_head is not None:
         probe = readout_head(out.last_hidden_state[0, prompt_len - 1])
@@ -363,7 +344,7 @@ def example_losses(
         if len(cells):
             on_target |= (seg == k) & torch.isin(idx, torch.as_tensor(cells))
     if on_target.any() and not on_target.all():
-        att = run.att[:, cand_pos]
+        att = grab["att"][:, cand_pos]
         att = att / att.sum(-1, keepdim=True).clamp_min(1e-30)
         share = att[:, on_target].sum(-1).mean()
         losses.grounding = -torch.log(share.clamp_min(1e-6))
