@@ -353,3 +353,38 @@ def test_focus_fill_is_a_recorded_share(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["lrsvqa.micro.train: error: --focus-fill is 1.5; give a share in (0, 1]"]
     assert not out.exists()
+
+
+def test_llm_width_builds_a_wider_llm_that_the_card_describes(tmp_path: Path, capsys) -> None:
+    """--llm-width gives the LLM (and the vision merger's output) that hidden size, is part
+    of the run's settings, and the card made from the run says the width and the weights'
+    parameter count; a width the 32-wide heads cannot split is one line, nothing made."""
+    from lrsvqa.micro.card import _parameters, render
+
+    run = tmp_path / "w"
+    train_mod.train(run, llm_width=64, **SMALL)
+    config = json.loads((run / "model" / "config.json").read_text())
+    text = config.get("text_config", config)
+    assert text["hidden_size"] == 64 and text["num_attention_heads"] == 2
+    assert config["vision_config"]["hidden_size"] == 64
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["llm_width"] == 64
+    n = _parameters(run / "model")
+    assert n == sum(t.numel() for t in _weights(run).values())
+    from lrsvqa.models.loading import micro_folder
+
+    shipped = json.loads((micro_folder("micro/qwen2_vl") / "card.json").read_text())
+    card = {**shipped, "settings": settings, "parameters": n}
+    text_md = render(card)
+    assert "LLM 64 wide x 4 layers" in text_md and f"~{n / 1e6:.1f} M parameters" in text_md
+    assert "--llm-width 64" in text_md
+    capsys.readouterr()
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main(["--out", str(out), "--llm-width", "100"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "lrsvqa.micro.train: error: --llm-width is 100; give a multiple of 64 (e.g. 256)"
+    ]
+    assert not out.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ def ship(run: str | Path, name: str = "qwen2_vl", how: str = HOW) -> Path:
         "settings": settings,
         "train_seconds": log[-1]["seconds"] if log else None,
         "steps": log[-1]["step"] if log else None,
+        "parameters": _parameters(dest),
         "held_out": held_out,
         "test_set": {**TEST_SET, **test_set},
         "final_log": _tail_means(log),
@@ -66,6 +68,14 @@ def ship(run: str | Path, name: str = "qwen2_vl", how: str = HOW) -> Path:
     (dest / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     (dest / "MODEL_CARD.md").write_text(render(card))
     return dest
+
+
+def _parameters(folder: Path) -> int:
+    """The shipped weights' parameter count (from the safetensors header: no model built)."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
 
 
 def _code_commit() -> str | None:
@@ -123,9 +133,12 @@ def reproduce_flags(settings: dict[str, Any], *, explicit: bool = False) -> str:
 
 def render(card: dict[str, Any]) -> str:
     from lrsvqa.micro.data import BIG_SIZES
-    from lrsvqa.micro.model import TEXT, TILE, VISION
+    from lrsvqa.micro.model import TILE, VISION, text_config
 
     held = card["held_out"]
+    TEXT = text_config(int(card["settings"].get("llm_width", 0)))
+    # cards from before "parameters" was recorded are the 128-wide model's
+    millions = card.get("parameters", 1_500_000) / 1e6
     rows = "\n".join(
         f"| {cat} | {v['n']} | {v['accuracy']} | {v['majority_baseline']} ({v['majority_answer']}) |"
         for cat, v in held["categories"].items()
@@ -190,7 +203,7 @@ pruning and M-RoPE position code paths are exactly those of the real Qwen2-VL mo
 micro size: LLM {TEXT["hidden_size"]} wide x {TEXT["num_hidden_layers"]} layers
 ({TEXT["num_attention_heads"]} heads, {TEXT["num_key_value_heads"]} KV heads), vision tower
 {VISION["embed_dim"]} wide x {VISION["depth"]} layers with the real patch geometry (14 px patches
-merged 2x2), {TILE} px tiles (8 x 8 LLM tokens), ~1.5 M parameters. Its config declares
+merged 2x2), {TILE} px tiles (8 x 8 LLM tokens), ~{millions:.1f} M parameters. Its config declares
 `"lrsvqa": {{"tile_size": {TILE}, "focus_layers": [1]}}`: the Region Focus Module reads layer 1.
 
 **It knows only the synthetic world** of `lrsvqa.testing.world`: land (rural fields or an urban

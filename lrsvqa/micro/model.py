@@ -71,8 +71,30 @@ def corpus() -> list[str]:
     return lines
 
 
-def build(path: str | os.PathLike[str], seed: int = 0) -> Path:
-    """Write an untrained micro model folder (random weights, trained tokenizer)."""
+def text_config(width: int = 0) -> dict[str, Any]:
+    """The LLM's config: ``TEXT``, or with ``width`` (> 0) that hidden size instead of 128,
+    scaled as ``TEXT`` is (MLP 3x wide, 32-wide heads, half as many KV heads), so that the
+    heads' M-RoPE sections stay those of ``TEXT``."""
+    if not width:
+        return dict(TEXT)
+    if width % 64:
+        from lrsvqa.errors import ConfigError
+
+        raise ConfigError(f"--llm-width is {width}; give a multiple of 64 (e.g. 256)")
+    heads = width // 32
+    return dict(
+        TEXT,
+        hidden_size=width,
+        intermediate_size=3 * width,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
+    )
+
+
+def build(path: str | os.PathLike[str], seed: int = 0, llm_width: int = 0) -> Path:
+    """Write an untrained micro model folder (random weights, trained tokenizer); with
+    ``llm_width`` an LLM of that hidden size (``text_config``) and a vision merger that
+    projects to it."""
     import torch
     from transformers import (
         Qwen2VLConfig,
@@ -89,7 +111,7 @@ def build(path: str | os.PathLike[str], seed: int = 0) -> Path:
     )  # fmt: skip
     ids: dict[str, int] = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     text = dict(
-        TEXT,
+        text_config(llm_width),
         vocab_size=len(tokenizer),
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
@@ -97,7 +119,7 @@ def build(path: str | os.PathLike[str], seed: int = 0) -> Path:
     )
     config = Qwen2VLConfig(
         text_config=text,
-        vision_config=VISION,
+        vision_config=dict(VISION, hidden_size=text["hidden_size"]),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],

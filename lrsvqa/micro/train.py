@@ -95,6 +95,7 @@ OPTIONAL = {
     "big_world_share": "--big-worlds",
     "size_jitter": "--size-jitter",
     "focus_fill": "--focus-fill",
+    "llm_width": "--llm-width",
 }
 #: The optional settings that are shares, in (0, 1).
 SHARES = ("single_tile_share", "big_world_share", "size_jitter")
@@ -118,6 +119,7 @@ def train(
     big_world_share: float = 0.3,
     size_jitter: float = 0.15,
     focus_fill: float = 0.0,
+    llm_width: int = 0,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -137,7 +139,7 @@ def train(
         readout_head,
         token_losses,
     )
-    from lrsvqa.micro.model import FOCUS_LAYER, build
+    from lrsvqa.micro.model import FOCUS_LAYER, build, text_config
     from lrsvqa.models import from_pretrained
 
     torch.set_num_threads(threads)
@@ -160,6 +162,7 @@ def train(
         "big_world_share": big_world_share,
         "size_jitter": size_jitter,
         "focus_fill": focus_fill,
+        "llm_width": llm_width,
     }
     settings = {k: given[k] for k in RECORDED}
     for key, option in OPTIONAL.items():
@@ -174,6 +177,7 @@ def train(
             raise ConfigError(f"{option} is {value}; give a share in (0, 1]")
         if value:
             settings[key] = value
+    text_config(llm_width)  # raises on a width the heads cannot split
     folder.mkdir(parents=True, exist_ok=True)  # settings are valid: nothing made for a typo
     settings_path = folder / "settings.json"
     if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
@@ -184,7 +188,7 @@ def train(
         )
     settings_path.write_text(json.dumps(settings, indent=1) + "\n")
     if not (model_dir / "model.safetensors").exists():
-        build(model_dir, seed=seed)
+        build(model_dir, seed=seed, llm_width=llm_width)
     adapter = from_pretrained(str(model_dir), device="cpu", dtype="float32")
     model = adapter.model
     model.train()
@@ -441,6 +445,13 @@ def main(argv: list[str] | None = None) -> None:
         "the tokens the model's own focus ranks highest (as ask keeps them) instead of "
         "random ones (0: none).",
     )
+    parser.add_argument(
+        "--llm-width",
+        type=int,
+        default=d["llm_width"],
+        help="The LLM's hidden size (a multiple of 64; MLP and heads scale with it) instead "
+        "of 128 (0: 128).",
+    )
     parser.add_argument("--threads", type=int, default=d["threads"])
     parser.add_argument("--eval-questions", type=int, default=d["eval_questions"])
     parser.add_argument(
@@ -480,6 +491,7 @@ def _train_from(args: argparse.Namespace) -> None:
         big_world_share=args.big_worlds,
         size_jitter=args.size_jitter,
         focus_fill=args.focus_fill,
+        llm_width=args.llm_width,
         threads=args.threads,
         eval_questions=args.eval_questions,
         stop_after=args.stop_after,
