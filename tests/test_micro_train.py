@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from lrsvqa.micro import train as train_mod
+from lrsvqa.testing.world import make_world
 
 SMALL = {
     "steps": 3,
@@ -388,3 +389,45 @@ def test_llm_width_builds_a_wider_llm_that_the_card_describes(tmp_path: Path, ca
         "lrsvqa.micro.train: error: --llm-width is 100; give a multiple of 64 (e.g. 256)"
     ]
     assert not out.exists()
+
+
+def test_null_term_moves_the_attention_off_the_image_for_an_absent_class(
+    tmp_path: Path, capsys
+) -> None:
+    """--null-weight: a question about no object (an absent class) has a null loss that is
+    minus the log of the focus layer's attention share off the vision tokens, and training
+    on it alone moves that attention off the image; a question about objects has none. The
+    option is part of a run's settings."""
+    from lrsvqa.micro.data import world_examples
+    from lrsvqa.micro.forward import encode_with_grad, example_losses
+    from lrsvqa.micro.model import FOCUS_LAYER, build
+    from lrsvqa.models import from_pretrained
+
+    world = make_world(224, seed=2)
+    examples = world_examples(world, 2, tmp_path)
+    absent = next(e for e in examples if e.category == "presence" and e.n_targets == 0)
+    present = next(e for e in examples if e.category == "presence" and e.n_targets)
+    # untrained: its attention is spread over the sequence, most of which is vision tokens
+    adapter = from_pretrained(str(build(tmp_path / "m")), device="cpu", dtype="float32")
+    model = adapter.model
+    model.train()
+    feats = encode_with_grad(adapter, present.images)
+    assert example_losses(adapter, present, feats, FOCUS_LAYER).null is None
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    masses = []
+    for _ in range(4):
+        losses = example_losses(
+            adapter, absent, encode_with_grad(adapter, absent.images), FOCUS_LAYER
+        )
+        assert losses.null is not None and losses.vision_mass is not None
+        assert math.isclose(
+            float(losses.null), -math.log(1 - losses.vision_mass), rel_tol=1e-3, abs_tol=1e-5
+        )
+        masses.append(losses.vision_mass)
+        opt.zero_grad()
+        losses.null.backward()
+        opt.step()
+    assert masses[0] > 0.5 and masses[-1] < masses[0] - 0.1, masses
+    run = tmp_path / "n"
+    train_mod.train(run, null_weight=0.5, **SMALL)
+    assert json.loads((run / "settings.json").read_text())["null_weight"] == 0.5

@@ -31,6 +31,8 @@ class Losses:
     readout: torch.Tensor | None = None  # the asked-about object's class/colour at the last token
     count: torch.Tensor | None = None  # how many objects the question is about, at the last token
     chance_share: float | None = None  # the share a uniform attention would give
+    null: torch.Tensor | None = None  # about no object: -log(share of attention off the image)
+    vision_mass: float | None = None  # the focus layer's attention share on all vision tokens
 
 
 def encode_with_grad(adapter: HFAdapter, images: list[np.ndarray]) -> list[torch.Tensor]:
@@ -334,6 +336,10 @@ def example_losses(
         target = torch.tensor(answer_ids, dtype=torch.long)
         losses.answer = torch.nn.functional.cross_entropy(logits.float(), target)
         losses.answer_correct = bool((logits.argmax(-1) == target).all())
+    if example.n_targets == 0:  # nothing to find: the attention should leave the image
+        mass = grab["att"][:, vis].sum(-1).mean()
+        losses.null = -torch.log((1 - mass).clamp_min(1e-6))
+        losses.vision_mass = float(mass.detach())
     # grounding: share of the candidates' renormalised attention that falls on the targets
     cand = inputs.vision_segment >= 1
     cand_pos = vis[cand]

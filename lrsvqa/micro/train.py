@@ -96,6 +96,7 @@ OPTIONAL = {
     "size_jitter": "--size-jitter",
     "focus_fill": "--focus-fill",
     "llm_width": "--llm-width",
+    "null_weight": "--null-weight",
 }
 #: The optional settings that are shares, in (0, 1).
 SHARES = ("single_tile_share", "big_world_share", "size_jitter")
@@ -120,6 +121,7 @@ def train(
     size_jitter: float = 0.15,
     focus_fill: float = 0.0,
     llm_width: int = 0,
+    null_weight: float = 0.0,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -163,6 +165,7 @@ def train(
         "size_jitter": size_jitter,
         "focus_fill": focus_fill,
         "llm_width": llm_width,
+        "null_weight": null_weight,
     }
     settings = {k: given[k] for k in RECORDED}
     for key, option in OPTIONAL.items():
@@ -271,6 +274,8 @@ def train(
                     "readout": [],
                     "count": [],
                     "centre": [],
+                    "null": [],
+                    "null_mass": [],
                 }
                 aux = token_losses(head, feats, group) if token_weight or centre_weight else None
                 if aux is not None:
@@ -301,6 +306,11 @@ def train(
                     if losses.count is not None:
                         total = total + count_weight * losses.count / batch
                         stats["count"].append(float(losses.count.detach()))
+                    if losses.null is not None:
+                        if null_weight:
+                            total = total + null_weight * losses.null / batch
+                        stats["null"].append(float(losses.null.detach()))
+                        stats["null_mass"].append(float(losses.vision_mass or 0.0))
                     if losses.grounding is not None:
                         total = total + grounding_weight * losses.grounding / batch
                         stats["grounding"].append(float(losses.grounding.detach()))
@@ -446,6 +456,14 @@ def main(argv: list[str] | None = None) -> None:
         "random ones (0: none).",
     )
     parser.add_argument(
+        "--null-weight",
+        type=float,
+        default=d["null_weight"],
+        help="Count and presence questions about no object (an absent class, a count of 0): "
+        "minus the log of the focus layer's attention share off the vision tokens, so that "
+        "finding nothing shows in the attention (0: off; the share is logged either way).",
+    )
+    parser.add_argument(
         "--llm-width",
         type=int,
         default=d["llm_width"],
@@ -492,6 +510,7 @@ def _train_from(args: argparse.Namespace) -> None:
         size_jitter=args.size_jitter,
         focus_fill=args.focus_fill,
         llm_width=args.llm_width,
+        null_weight=args.null_weight,
         threads=args.threads,
         eval_questions=args.eval_questions,
         stop_after=args.stop_after,
