@@ -431,3 +431,43 @@ def test_null_term_moves_the_attention_off_the_image_for_an_absent_class(
     run = tmp_path / "n"
     train_mod.train(run, null_weight=0.5, **SMALL)
     assert json.loads((run / "settings.json").read_text())["null_weight"] == 0.5
+
+
+def test_count_mass_trains_one_share_of_attention_per_counted_object(tmp_path: Path) -> None:
+    """--count-mass-weight: a count question's example lists the cell of every asked-about
+    object's centre (one entry per object), and its count-mass loss is the binary
+    cross-entropy of the focus layer's attention share on those cells against n / (n + 1);
+    training on it alone moves the share there. Other questions have no centres."""
+    from lrsvqa.micro.data import world_examples
+    from lrsvqa.micro.forward import encode_with_grad, example_losses
+    from lrsvqa.micro.model import FOCUS_LAYER, build
+    from lrsvqa.models import from_pretrained
+
+    world = make_world(224, seed=2)
+    examples = world_examples(world, 2, tmp_path)
+    counted = [e for e in examples if e.category == "count" and e.answer is not None]
+    assert counted and all(e.target_centres is not None for e in counted)
+    assert all(e.target_centres is None for e in examples if e.category != "count")
+    asked = counted[0]
+    assert asked.target_centres is not None
+    n = sum(len(c) for c in asked.target_centres)
+    assert n == int(asked.answer or 0) >= 1  # a single tile shows every counted object
+    adapter = from_pretrained(str(build(tmp_path / "m")), device="cpu", dtype="float32")
+    model = adapter.model
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    shares = []
+    for _ in range(4):
+        losses = example_losses(
+            adapter, asked, encode_with_grad(adapter, asked.images), FOCUS_LAYER
+        )
+        assert losses.count_mass is not None and losses.centre_mass is not None
+        assert losses.centre_goal == n / (n + 1)
+        m, y = losses.centre_mass, n / (n + 1)
+        want = -(y * math.log(m) + (1 - y) * math.log(1 - m))
+        assert math.isclose(float(losses.count_mass), want, rel_tol=1e-4)
+        shares.append(m)
+        opt.zero_grad()
+        losses.count_mass.backward()
+        opt.step()
+    assert abs(shares[-1] - n / (n + 1)) < abs(shares[0] - n / (n + 1)) - 0.1, shares

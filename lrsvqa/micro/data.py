@@ -71,6 +71,9 @@ class Example:
     n_targets: int | None = None
     # per tile: raster indices of its tokens inside the image (a focus pass's candidates)
     inside: list[np.ndarray] | None = None
+    # count questions: per tile, the cell of each asked-about object's centre (one entry per
+    # object >= 2 px wide there, so a cell holding two centres is listed twice)
+    target_centres: list[np.ndarray] | None = None
 
 
 def _cells(
@@ -127,6 +130,26 @@ def _centres(tile_window: tuple[int, int, int, int], world: World) -> np.ndarray
         if 0 <= r < GRID and 0 <= c < GRID:
             counts[r * GRID + c] += 1
     return np.minimum(counts, CENTRE_MAX)
+
+
+def _target_centres(
+    tile_window: tuple[int, int, int, int], world: World, targets: tuple[int, ...]
+) -> np.ndarray:
+    """The cell of each of ``targets``' centres that lies in the tile (objects >= 2 px
+    wide in it), one entry per object."""
+    x0, y0, w, h = tile_window
+    scale = TILE / w
+    cells: list[int] = []
+    for i in targets:
+        obj = world.objects[i]
+        if max(obj.width, obj.height) * scale < 2:
+            continue
+        cx, cy = obj.center
+        c = math.floor((cx - x0) * GRID / w)
+        r = math.floor((cy - y0) * GRID / h)
+        if 0 <= r < GRID and 0 <= c < GRID:
+            cells.append(r * GRID + c)
+    return np.array(cells, dtype=np.int64)
 
 
 def _surfaces(tile_window: tuple[int, int, int, int], world: World) -> np.ndarray:
@@ -261,6 +284,9 @@ def _example(
         centres=[_centres(w, world) for w in [thumb_window, *wins]],
         n_targets=len(q.targets) if q.category in ("count", "presence") else None,
         inside=inside,
+        target_centres=(
+            [_target_centres(w, world, q.targets) for w in wins] if q.category == "count" else None
+        ),
         images=[thumb] + [read(t) for t in tiles],
         offsets=offsets,
         level=level,

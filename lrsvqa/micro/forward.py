@@ -33,6 +33,9 @@ class Losses:
     chance_share: float | None = None  # the share a uniform attention would give
     null: torch.Tensor | None = None  # about no object: -log(share of attention off the image)
     vision_mass: float | None = None  # the focus layer's attention share on all vision tokens
+    count_mass: torch.Tensor | None = None  # count: share on the objects' centres vs n/(n+1)
+    centre_mass: float | None = None  # the focus layer's attention share on those centres
+    centre_goal: float | None = None  # n / (n + 1) for the n objects centred in kept tokens
 
 
 def encode_with_grad(adapter: HFAdapter, images: list[np.ndarray]) -> list[torch.Tensor]:
@@ -340,6 +343,24 @@ def example_losses(
         mass = grab["att"][:, vis].sum(-1).mean()
         losses.null = -torch.log((1 - mass).clamp_min(1e-6))
         losses.vision_mass = float(mass.detach())
+    if example.target_centres is not None:  # counting: one share of attention per object
+        cells_at = torch.zeros(len(vis), dtype=torch.bool)
+        n_objects = 0
+        for k, (cells, keep) in enumerate(
+            zip(example.target_centres, example.keeps, strict=True), start=1
+        ):
+            kept = [int(c) for c in cells if c in set(keep.tolist())]
+            n_objects += len(kept)
+            if kept:
+                cells_at |= (inputs.vision_segment == k) & torch.isin(
+                    inputs.vision_index, torch.as_tensor(kept)
+                )
+        if n_objects:
+            goal = n_objects / (n_objects + 1)
+            on = grab["att"][:, vis[cells_at]].sum(-1).mean().clamp(1e-6, 1 - 1e-6)
+            losses.count_mass = -(goal * torch.log(on) + (1 - goal) * torch.log(1 - on))
+            losses.centre_mass = float(on.detach())
+            losses.centre_goal = goal
     # grounding: share of the candidates' renormalised attention that falls on the targets
     cand = inputs.vision_segment >= 1
     cand_pos = vis[cand]

@@ -97,6 +97,7 @@ OPTIONAL = {
     "focus_fill": "--focus-fill",
     "llm_width": "--llm-width",
     "null_weight": "--null-weight",
+    "count_mass_weight": "--count-mass-weight",
 }
 #: The optional settings that are shares, in (0, 1).
 SHARES = ("single_tile_share", "big_world_share", "size_jitter")
@@ -122,6 +123,7 @@ def train(
     focus_fill: float = 0.0,
     llm_width: int = 0,
     null_weight: float = 0.0,
+    count_mass_weight: float = 0.0,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -166,6 +168,7 @@ def train(
         "focus_fill": focus_fill,
         "llm_width": llm_width,
         "null_weight": null_weight,
+        "count_mass_weight": count_mass_weight,
     }
     settings = {k: given[k] for k in RECORDED}
     for key, option in OPTIONAL.items():
@@ -276,6 +279,9 @@ def train(
                     "centre": [],
                     "null": [],
                     "null_mass": [],
+                    "count_mass": [],
+                    "centre_mass": [],
+                    "centre_goal": [],
                 }
                 aux = token_losses(head, feats, group) if token_weight or centre_weight else None
                 if aux is not None:
@@ -311,6 +317,12 @@ def train(
                             total = total + null_weight * losses.null / batch
                         stats["null"].append(float(losses.null.detach()))
                         stats["null_mass"].append(float(losses.vision_mass or 0.0))
+                    if losses.count_mass is not None:
+                        if count_mass_weight:
+                            total = total + count_mass_weight * losses.count_mass / batch
+                        stats["count_mass"].append(float(losses.count_mass.detach()))
+                        stats["centre_mass"].append(float(losses.centre_mass or 0.0))
+                        stats["centre_goal"].append(float(losses.centre_goal or 0.0))
                     if losses.grounding is not None:
                         total = total + grounding_weight * losses.grounding / batch
                         stats["grounding"].append(float(losses.grounding.detach()))
@@ -464,6 +476,15 @@ def main(argv: list[str] | None = None) -> None:
         "finding nothing shows in the attention (0: off; the share is logged either way).",
     )
     parser.add_argument(
+        "--count-mass-weight",
+        type=float,
+        default=d["count_mass_weight"],
+        help="Count questions: the focus layer's attention share on the kept cells of the "
+        "n asked-about objects' centres is trained towards n / (n + 1) (binary cross-"
+        "entropy), one share per object against one left off them, so the attention "
+        "itself carries the count (0: off; the share is logged either way).",
+    )
+    parser.add_argument(
         "--llm-width",
         type=int,
         default=d["llm_width"],
@@ -511,6 +532,7 @@ def _train_from(args: argparse.Namespace) -> None:
         focus_fill=args.focus_fill,
         llm_width=args.llm_width,
         null_weight=args.null_weight,
+        count_mass_weight=args.count_mass_weight,
         threads=args.threads,
         eval_questions=args.eval_questions,
         stop_after=args.stop_after,
