@@ -471,3 +471,40 @@ def test_count_mass_trains_one_share_of_attention_per_counted_object(tmp_path: P
         losses.count_mass.backward()
         opt.step()
     assert abs(shares[-1] - n / (n + 1)) < abs(shares[0] - n / (n + 1)) - 0.1, shares
+
+
+def test_present_term_moves_the_attention_onto_a_present_class(tmp_path: Path) -> None:
+    """--present-weight: a presence question about a class in the tiles has a loss that is
+    minus the log of the focus layer's attention share (whole sequence, not renormalised)
+    on that class's tokens, and training on it alone raises the share; an absent class and
+    a count question have none."""
+    from lrsvqa.micro.data import world_examples
+    from lrsvqa.micro.forward import encode_with_grad, example_losses
+    from lrsvqa.micro.model import FOCUS_LAYER, build
+    from lrsvqa.models import from_pretrained
+
+    world = make_world(224, seed=2)
+    examples = [e for e in world_examples(world, 2, tmp_path) if e.answer is not None]
+    present = next(e for e in examples if e.category == "presence" and e.n_targets)
+    others = [
+        next(e for e in examples if e.category == "count" and e.n_targets),
+        next(e for e in examples if e.category == "presence" and e.n_targets == 0),
+    ]
+    adapter = from_pretrained(str(build(tmp_path / "m")), device="cpu", dtype="float32")
+    model = adapter.model
+    model.train()
+    for e in others:
+        assert example_losses(adapter, e, encode_with_grad(adapter, e.images), 1).present is None
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    shares = []
+    for _ in range(4):
+        losses = example_losses(
+            adapter, present, encode_with_grad(adapter, present.images), FOCUS_LAYER
+        )
+        assert losses.present is not None and losses.present_mass is not None
+        assert math.isclose(float(losses.present), -math.log(losses.present_mass), rel_tol=1e-4)
+        shares.append(losses.present_mass)
+        opt.zero_grad()
+        losses.present.backward()
+        opt.step()
+    assert shares[-1] > shares[0] + 0.1, shares

@@ -33,6 +33,8 @@ class Losses:
     chance_share: float | None = None  # the share a uniform attention would give
     null: torch.Tensor | None = None  # about no object: -log(share of attention off the image)
     vision_mass: float | None = None  # the focus layer's attention share on all vision tokens
+    present: torch.Tensor | None = None  # presence, class present: -log(share on its tokens)
+    present_mass: float | None = None  # the focus layer's attention share on those tokens
     count_mass: torch.Tensor | None = None  # count: share on the objects' centres vs n/(n+1)
     centre_mass: float | None = None  # the focus layer's attention share on those centres
     centre_goal: float | None = None  # n / (n + 1) for the n objects centred in kept tokens
@@ -343,6 +345,17 @@ def example_losses(
         mass = grab["att"][:, vis].sum(-1).mean()
         losses.null = -torch.log((1 - mass).clamp_min(1e-6))
         losses.vision_mass = float(mass.detach())
+    if example.category == "presence" and example.n_targets:  # found: attention on it
+        on_cells = torch.zeros(len(vis), dtype=torch.bool)
+        for k, cells in enumerate(example.targets, start=1):
+            if len(cells):
+                on_cells |= (inputs.vision_segment == k) & torch.isin(
+                    inputs.vision_index, torch.as_tensor(cells)
+                )
+        if on_cells.any():
+            mass = grab["att"][:, vis[on_cells]].sum(-1).mean()
+            losses.present = -torch.log(mass.clamp_min(1e-6))
+            losses.present_mass = float(mass.detach())
     if example.target_centres is not None:  # counting: one share of attention per object
         cells_at = torch.zeros(len(vis), dtype=torch.bool)
         n_objects = 0

@@ -98,6 +98,7 @@ OPTIONAL = {
     "llm_width": "--llm-width",
     "null_weight": "--null-weight",
     "count_mass_weight": "--count-mass-weight",
+    "present_weight": "--present-weight",
 }
 #: The optional settings that are shares, in (0, 1).
 SHARES = ("single_tile_share", "big_world_share", "size_jitter")
@@ -124,6 +125,7 @@ def train(
     llm_width: int = 0,
     null_weight: float = 0.0,
     count_mass_weight: float = 0.0,
+    present_weight: float = 0.0,
     threads: int = 2,
     checkpoint_every: int = 100,
     eval_questions: int = 400,
@@ -169,6 +171,7 @@ def train(
         "llm_width": llm_width,
         "null_weight": null_weight,
         "count_mass_weight": count_mass_weight,
+        "present_weight": present_weight,
     }
     settings = {k: given[k] for k in RECORDED}
     for key, option in OPTIONAL.items():
@@ -279,6 +282,8 @@ def train(
                     "centre": [],
                     "null": [],
                     "null_mass": [],
+                    "present": [],
+                    "present_mass": [],
                     "count_mass": [],
                     "centre_mass": [],
                     "centre_goal": [],
@@ -317,6 +322,11 @@ def train(
                             total = total + null_weight * losses.null / batch
                         stats["null"].append(float(losses.null.detach()))
                         stats["null_mass"].append(float(losses.vision_mass or 0.0))
+                    if losses.present is not None:
+                        if present_weight:
+                            total = total + present_weight * losses.present / batch
+                        stats["present"].append(float(losses.present.detach()))
+                        stats["present_mass"].append(float(losses.present_mass or 0.0))
                     if losses.count_mass is not None:
                         if count_mass_weight:
                             total = total + count_mass_weight * losses.count_mass / batch
@@ -485,6 +495,15 @@ def main(argv: list[str] | None = None) -> None:
         "itself carries the count (0: off; the share is logged either way).",
     )
     parser.add_argument(
+        "--present-weight",
+        type=float,
+        default=d["present_weight"],
+        help="Presence questions about a class in the tiles: minus the log of the focus "
+        "layer's attention share (over the whole sequence, not renormalised) on its "
+        "tokens; with --null-weight the attention then says present or absent by itself "
+        "(0: off; the share is logged either way).",
+    )
+    parser.add_argument(
         "--llm-width",
         type=int,
         default=d["llm_width"],
@@ -533,6 +552,7 @@ def _train_from(args: argparse.Namespace) -> None:
         llm_width=args.llm_width,
         null_weight=args.null_weight,
         count_mass_weight=args.count_mass_weight,
+        present_weight=args.present_weight,
         threads=args.threads,
         eval_questions=args.eval_questions,
         stop_after=args.stop_after,
