@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from lrsvqa.pyramid import DynamicImagePyramid, Tile
 
 from lrsvqa.micro.model import TILE
-from lrsvqa.testing.world import World, make_world, write_world
+from lrsvqa.testing.world import World, WorldObject, make_world, write_world
 from lrsvqa.testing.world_questions import WorldQuestion, world_questions
 
 KEEP_RATIO = 0.25
@@ -116,32 +116,13 @@ def _token_labels(
     return classes, colours
 
 
-def _centres(tile_window: tuple[int, int, int, int], world: World) -> np.ndarray:
-    """Objects (>= 2 px wide in an image covering ``tile_window``) centred in each cell."""
-    counts = np.zeros(GRID * GRID, dtype=np.int64)
-    x0, y0, w, h = tile_window
-    scale = TILE / w
-    for obj in world.objects:
-        if max(obj.width, obj.height) * scale < 2:
-            continue
-        cx, cy = obj.center
-        c = math.floor((cx - x0) * GRID / w)
-        r = math.floor((cy - y0) * GRID / h)
-        if 0 <= r < GRID and 0 <= c < GRID:
-            counts[r * GRID + c] += 1
-    return np.minimum(counts, CENTRE_MAX)
-
-
-def _target_centres(
-    tile_window: tuple[int, int, int, int], world: World, targets: tuple[int, ...]
-) -> np.ndarray:
-    """The cell of each of ``targets``' centres that lies in the tile (objects >= 2 px
-    wide in it), one entry per object."""
+def _centre_cells(tile_window: tuple[int, int, int, int], objects: list[WorldObject]) -> list[int]:
+    """The cell of each object's centre that lies in an image covering ``tile_window``, one
+    entry per object (objects < 2 px wide there are left out)."""
     x0, y0, w, h = tile_window
     scale = TILE / w
     cells: list[int] = []
-    for i in targets:
-        obj = world.objects[i]
+    for obj in objects:
         if max(obj.width, obj.height) * scale < 2:
             continue
         cx, cy = obj.center
@@ -149,7 +130,25 @@ def _target_centres(
         r = math.floor((cy - y0) * GRID / h)
         if 0 <= r < GRID and 0 <= c < GRID:
             cells.append(r * GRID + c)
-    return np.array(cells, dtype=np.int64)
+    return cells
+
+
+def _centres(tile_window: tuple[int, int, int, int], world: World) -> np.ndarray:
+    """Objects (>= 2 px wide in an image covering ``tile_window``) centred in each cell."""
+    counts = np.bincount(
+        np.array(_centre_cells(tile_window, list(world.objects)), dtype=np.int64),
+        minlength=GRID * GRID,
+    )
+    return np.minimum(counts, CENTRE_MAX).astype(np.int64)
+
+
+def _target_centres(
+    tile_window: tuple[int, int, int, int], world: World, targets: tuple[int, ...]
+) -> np.ndarray:
+    """The cell of each of ``targets``' centres that lies in the tile (objects >= 2 px
+    wide in it), one entry per object."""
+    objects = [world.objects[i] for i in targets]
+    return np.array(_centre_cells(tile_window, objects), dtype=np.int64)
 
 
 def _surfaces(tile_window: tuple[int, int, int, int], world: World) -> np.ndarray:

@@ -274,6 +274,18 @@ def focus_filled(example: Example, scores: list[np.ndarray]) -> Example:
     return replace(example, keeps=pruned_keeps(example.targets, example.inside, ranked))
 
 
+def _on_cells(inputs: Any, per_tile: list[np.ndarray]) -> torch.Tensor:
+    """(vision tokens,) bool: the tokens of tile ``k`` (segment ``k + 1``) whose raster index
+    is in ``per_tile[k]``."""
+    on = torch.zeros(len(inputs.vision_positions), dtype=torch.bool)
+    for k, cells in enumerate(per_tile, start=1):
+        if len(cells):
+            on |= (inputs.vision_segment == k) & torch.isin(
+                inputs.vision_index, torch.as_tensor(cells)
+            )
+    return on
+
+
 def example_losses(
     adapter: HFAdapter,
     example: Example,
@@ -346,29 +358,19 @@ def example_losses(
         losses.null = -torch.log((1 - mass).clamp_min(1e-6))
         losses.vision_mass = float(mass.detach())
     if example.category == "presence" and example.n_targets:  # found: attention on it
-        on_cells = torch.zeros(len(vis), dtype=torch.bool)
-        for k, cells in enumerate(example.targets, start=1):
-            if len(cells):
-                on_cells |= (inputs.vision_segment == k) & torch.isin(
-                    inputs.vision_index, torch.as_tensor(cells)
-                )
+        on_cells = _on_cells(inputs, example.targets)
         if on_cells.any():
             mass = grab["att"][:, vis[on_cells]].sum(-1).mean()
             losses.present = -torch.log(mass.clamp_min(1e-6))
             losses.present_mass = float(mass.detach())
     if example.target_centres is not None:  # counting: one share of attention per object
-        cells_at = torch.zeros(len(vis), dtype=torch.bool)
-        n_objects = 0
-        for k, (cells, keep) in enumerate(
-            zip(example.target_centres, example.keeps, strict=True), start=1
-        ):
-            kept = [int(c) for c in cells if c in set(keep.tolist())]
-            n_objects += len(kept)
-            if kept:
-                cells_at |= (inputs.vision_segment == k) & torch.isin(
-                    inputs.vision_index, torch.as_tensor(kept)
-                )
+        kept = [
+            cells[np.isin(cells, keep)]
+            for cells, keep in zip(example.target_centres, example.keeps, strict=True)
+        ]
+        n_objects = sum(len(c) for c in kept)
         if n_objects:
+            cells_at = _on_cells(inputs, kept)
             goal = n_objects / (n_objects + 1)
             on = grab["att"][:, vis[cells_at]].sum(-1).mean().clamp(1e-6, 1 - 1e-6)
             losses.count_mass = -(goal * torch.log(on) + (1 - goal) * torch.log(1 - on))
@@ -377,12 +379,7 @@ def example_losses(
     # grounding: share of the candidates' renormalised attention that falls on the targets
     cand = inputs.vision_segment >= 1
     cand_pos = vis[cand]
-    seg = inputs.vision_segment[cand]
-    idx = inputs.vision_index[cand]
-    on_target = torch.zeros(len(cand_pos), dtype=torch.bool)
-    for k, cells in enumerate(example.targets, start=1):
-        if len(cells):
-            on_target |= (seg == k) & torch.isin(idx, torch.as_tensor(cells))
+    on_target = _on_cells(inputs, example.targets)[cand]
     if on_target.any() and not on_target.all():
         att = grab["att"][:, cand_pos]
         att = att / att.sum(-1, keepdim=True).clamp_min(1e-30)
