@@ -391,60 +391,83 @@ def test_llm_width_builds_a_wider_llm_that_the_card_describes(tmp_path: Path, ca
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def seed2_examples(tmp_path_factory) -> list:
+    """Every training example of the one-tile world of seed 2."""
+    from lrsvqa.micro.data import world_examples
+
+    return world_examples(make_world(224, seed=2), 2, tmp_path_factory.mktemp("w2"))
+
+
+def _untrained(folder: Path):
+    """An untrained micro model in training mode: its attention is spread over the
+    sequence, most of which is vision tokens."""
+    from lrsvqa.micro.model import build
+    from lrsvqa.models import from_pretrained
+
+    adapter = from_pretrained(str(build(folder)), device="cpu", dtype="float32")
+    adapter.model.train()
+    return adapter
+
+
+def _shares_while_training(adapter, example, term: str, share: str, check) -> list[float]:
+    """Four SGD steps on ``example``'s loss ``term`` alone; ``check(losses)`` is called at
+    each; returns the attention ``share`` before each step."""
+    from lrsvqa.micro.forward import encode_with_grad, example_losses
+    from lrsvqa.micro.model import FOCUS_LAYER
+
+    opt = torch.optim.SGD(adapter.model.parameters(), lr=0.5)
+    shares = []
+    for _ in range(4):
+        losses = example_losses(
+            adapter, example, encode_with_grad(adapter, example.images), FOCUS_LAYER
+        )
+        assert getattr(losses, term) is not None and getattr(losses, share) is not None
+        check(losses)
+        shares.append(getattr(losses, share))
+        opt.zero_grad()
+        getattr(losses, term).backward()
+        opt.step()
+    return shares
+
+
 def test_null_term_moves_the_attention_off_the_image_for_an_absent_class(
-    tmp_path: Path, capsys
+    tmp_path: Path, seed2_examples
 ) -> None:
     """--null-weight: a question about no object (an absent class) has a null loss that is
     minus the log of the focus layer's attention share off the vision tokens, and training
     on it alone moves that attention off the image; a question about objects has none. The
     option is part of a run's settings."""
-    from lrsvqa.micro.data import world_examples
     from lrsvqa.micro.forward import encode_with_grad, example_losses
-    from lrsvqa.micro.model import FOCUS_LAYER, build
-    from lrsvqa.models import from_pretrained
+    from lrsvqa.micro.model import FOCUS_LAYER
 
-    world = make_world(224, seed=2)
-    examples = world_examples(world, 2, tmp_path)
+    examples = seed2_examples
     absent = next(e for e in examples if e.category == "presence" and e.n_targets == 0)
     present = next(e for e in examples if e.category == "presence" and e.n_targets)
-    # untrained: its attention is spread over the sequence, most of which is vision tokens
-    adapter = from_pretrained(str(build(tmp_path / "m")), device="cpu", dtype="float32")
-    model = adapter.model
-    model.train()
+    adapter = _untrained(tmp_path / "m")
     feats = encode_with_grad(adapter, present.images)
     assert example_losses(adapter, present, feats, FOCUS_LAYER).null is None
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    masses = []
-    for _ in range(4):
-        losses = example_losses(
-            adapter, absent, encode_with_grad(adapter, absent.images), FOCUS_LAYER
-        )
-        assert losses.null is not None and losses.vision_mass is not None
+
+    def check(losses) -> None:
         assert math.isclose(
             float(losses.null), -math.log(1 - losses.vision_mass), rel_tol=1e-3, abs_tol=1e-5
         )
-        masses.append(losses.vision_mass)
-        opt.zero_grad()
-        losses.null.backward()
-        opt.step()
+
+    masses = _shares_while_training(adapter, absent, "null", "vision_mass", check)
     assert masses[0] > 0.5 and masses[-1] < masses[0] - 0.1, masses
     run = tmp_path / "n"
     train_mod.train(run, null_weight=0.5, **SMALL)
     assert json.loads((run / "settings.json").read_text())["null_weight"] == 0.5
 
 
-def test_count_mass_trains_one_share_of_attention_per_counted_object(tmp_path: Path) -> None:
+def test_count_mass_trains_one_share_of_attention_per_counted_object(
+    tmp_path: Path, seed2_examples
+) -> None:
     """--count-mass-weight: a count question's example lists the cell of every asked-about
     object's centre (one entry per object), and its count-mass loss is the binary
     cross-entropy of the focus layer's attention share on those cells against n / (n + 1);
     training on it alone moves the share there. Other questions have no centres."""
-    from lrsvqa.micro.data import world_examples
-    from lrsvqa.micro.forward import encode_with_grad, example_losses
-    from lrsvqa.micro.model import FOCUS_LAYER, build
-    from lrsvqa.models import from_pretrained
-
-    world = make_world(224, seed=2)
-    examples = world_examples(world, 2, tmp_path)
+    examples = seed2_examples
     counted = [e for e in examples if e.category == "count" and e.answer is not None]
     assert counted and all(e.target_centres is not None for e in counted)
     assert all(e.target_centres is None for e in examples if e.category != "count")
@@ -452,59 +475,39 @@ def test_count_mass_trains_one_share_of_attention_per_counted_object(tmp_path: P
     assert asked.target_centres is not None
     n = sum(len(c) for c in asked.target_centres)
     assert n == int(asked.answer or 0) >= 1  # a single tile shows every counted object
-    adapter = from_pretrained(str(build(tmp_path / "m")), device="cpu", dtype="float32")
-    model = adapter.model
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    shares = []
-    for _ in range(4):
-        losses = example_losses(
-            adapter, asked, encode_with_grad(adapter, asked.images), FOCUS_LAYER
-        )
-        assert losses.count_mass is not None and losses.centre_mass is not None
+    adapter = _untrained(tmp_path / "m")
+
+    def check(losses) -> None:
         assert losses.centre_goal == n / (n + 1)
         m, y = losses.centre_mass, n / (n + 1)
         want = -(y * math.log(m) + (1 - y) * math.log(1 - m))
         assert math.isclose(float(losses.count_mass), want, rel_tol=1e-4)
-        shares.append(m)
-        opt.zero_grad()
-        losses.count_mass.backward()
-        opt.step()
+
+    shares = _shares_while_training(adapter, asked, "count_mass", "centre_mass", check)
     assert abs(shares[-1] - n / (n + 1)) < abs(shares[0] - n / (n + 1)) - 0.1, shares
 
 
-def test_present_term_moves_the_attention_onto_a_present_class(tmp_path: Path) -> None:
+def test_present_term_moves_the_attention_onto_a_present_class(
+    tmp_path: Path, seed2_examples
+) -> None:
     """--present-weight: a presence question about a class in the tiles has a loss that is
     minus the log of the focus layer's attention share (whole sequence, not renormalised)
     on that class's tokens, and training on it alone raises the share; an absent class and
     a count question have none."""
-    from lrsvqa.micro.data import world_examples
     from lrsvqa.micro.forward import encode_with_grad, example_losses
-    from lrsvqa.micro.model import FOCUS_LAYER, build
-    from lrsvqa.models import from_pretrained
 
-    world = make_world(224, seed=2)
-    examples = [e for e in world_examples(world, 2, tmp_path) if e.answer is not None]
+    examples = [e for e in seed2_examples if e.answer is not None]
     present = next(e for e in examples if e.category == "presence" and e.n_targets)
     others = [
         next(e for e in examples if e.category == "count" and e.n_targets),
         next(e for e in examples if e.category == "presence" and e.n_targets == 0),
     ]
-    adapter = from_pretrained(str(build(tmp_path / "m")), device="cpu", dtype="float32")
-    model = adapter.model
-    model.train()
+    adapter = _untrained(tmp_path / "m")
     for e in others:
         assert example_losses(adapter, e, encode_with_grad(adapter, e.images), 1).present is None
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    shares = []
-    for _ in range(4):
-        losses = example_losses(
-            adapter, present, encode_with_grad(adapter, present.images), FOCUS_LAYER
-        )
-        assert losses.present is not None and losses.present_mass is not None
+
+    def check(losses) -> None:
         assert math.isclose(float(losses.present), -math.log(losses.present_mass), rel_tol=1e-4)
-        shares.append(losses.present_mass)
-        opt.zero_grad()
-        losses.present.backward()
-        opt.step()
+
+    shares = _shares_while_training(adapter, present, "present", "present_mass", check)
     assert shares[-1] > shares[0] + 0.1, shares
