@@ -327,3 +327,22 @@ def test_ask_on_a_png_converts_it_without_warnings_and_says_so(cache: Path, tmp_
     second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 0, second.stderr
     assert "Warning" not in second.stderr and "converted once" not in second.stderr
+
+
+def test_a_part_whose_writer_is_an_unreaped_zombie_is_stale(tmp_path: Path) -> None:
+    """A killed writer that no one has reaped yet (PID 1 of some containers never reaps
+    orphans) still answers ``kill(pid, 0)``: its ``.part`` is a leftover all the same."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while _running(child.pid) and time.monotonic() < deadline:  # exited, not waited for
+        time.sleep(0.05)
+    try:
+        part = tmp_path / f"x.tif.{cogcache.part_suffix()[1:]}"
+        part = part.with_name(part.name.replace(f"-{os.getpid()}-", f"-{child.pid}-"))
+        part.write_bytes(b"")
+        assert cogcache._stale_part(part, time.time())
+        mine = tmp_path / f"y.tif{cogcache.part_suffix()}"
+        mine.write_bytes(b"")
+        assert not cogcache._stale_part(mine, time.time())  # a live writer's part stays
+    finally:
+        child.wait()

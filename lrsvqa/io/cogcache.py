@@ -240,7 +240,18 @@ def _stale_part(path: Path, now: float) -> bool:
         return True  # its writer was killed: this conversion will never finish
     except PermissionError:
         return False
-    return False
+    return _zombie(int(match["pid"]))  # killed, not yet reaped: it will not finish either
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits for its reaper (Linux ``/proc``; False where
+    that cannot be read). A killed parent's workers stay zombies where PID 1 does not reap
+    orphans, as in some containers."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def entries() -> list[Path]:
